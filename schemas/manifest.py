@@ -1,0 +1,49 @@
+"""`OUT/manifest.json`: one entry per input file of a `catalog run`."""
+
+from datetime import datetime
+
+from pydantic import Field
+
+from ._base import Contract
+from .checks import QualityFlag
+from .records import IntakeInfo, ProcessingError, Status
+from .records import Cutout as CutoutInfo
+
+MANIFEST_VERSION = 1
+
+
+class ManifestEntry(Contract):
+    source: str = Field(description="Input path relative to the input folder, with forward slashes.")
+    sku: str
+    status: Status
+    error: ProcessingError | None = None
+    content_sha256: str | None = Field(default=None, description="Of the input bytes; null if unreadable.")
+    settings_fingerprint: str = Field(description="Hash of the options that shape the outputs.")
+    outputs: dict[str, str] = Field(default_factory=dict, description="Output kind -> path relative to OUT.")
+    checks: tuple[QualityFlag, ...] = ()
+    intake: IntakeInfo | None = None
+    cutout: CutoutInfo | None = None
+    reused: bool = Field(default=False, description="True when a previous run's outputs were kept.")
+
+
+class RunOptions(Contract):
+    background: str
+    preset: str
+    size: int
+    fill_ratio: float
+    output_format: str
+    quality: int
+
+
+class RunManifest(Contract):
+    manifest_version: int = MANIFEST_VERSION
+    tool_version: str
+    started_at: datetime
+    finished_at: datetime
+    input_root: str
+    options: RunOptions
+    entries: tuple[ManifestEntry, ...]
+
+    @property
+    def failed(self) -> tuple[ManifestEntry, ...]:
+        return tuple(e for e in self.entries if e.status is Status.FAILED)
