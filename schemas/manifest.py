@@ -6,8 +6,8 @@ from pydantic import Field
 
 from ._base import Contract
 from .checks import QualityFlag
-from .records import IntakeInfo, ProcessingError, Status
 from .records import Cutout as CutoutInfo
+from .records import IntakeInfo, ProcessingError, Status
 
 MANIFEST_VERSION = 1
 

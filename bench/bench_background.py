@@ -1,0 +1,120 @@
+"""Per-image wall time and peak RSS of intake + background removal + packshot on a 24 MP photo.
+
+Compares, in one run and on one photo:
+  keyer         our pipeline with the weight-free backdrop keyer
+  rembg-tiny    our pipeline with a rembg session on a tiny ONNX net (exported here, like the tests do)
+  rembg.remove  plain `rembg.remove(image, session=new_session(...))` as rembg's README shows, same tiny net,
+                saving the PNG it returns: the baseline
+Each variant runs in its own process so peak RSS is its own. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_background.py [--megapixels 24] [--repeat 3]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("keyer", "rembg-tiny", "rembg.remove")
+
+
+def child(variant: str, photo: Path, model: Path, repeat: int, out_dir: Path) -> dict[str, float]:
+    """Runs inside the measured process."""
+    import resource
+
+    data = photo.read_bytes()
+    started = time.perf_counter()
+    if variant == "rembg.remove":
+        from PIL import Image
+        from rembg import new_session, remove
+
+        session = new_session("u2net_custom", model_path=str(model))
+
+        def once() -> None:
+            output = remove(Image.open(photo), session=session)
+            output.save(out_dir / "rembg-remove.png")
+    else:
+        from functions.background import background_remover_from_spec
+        from functions.encoding import encode_image
+        from functions.packshot import PackshotSettings
+        from functions.pipeline import process_photo
+
+        remover = background_remover_from_spec("backdrop" if variant == "keyer" else f"rembg:{model}")
+        settings = PackshotSettings()
+
+        def once() -> None:
+            result = process_photo(data, photo.name, remover, settings)
+            (out_dir / f"{variant}.cutout.png").write_bytes(encode_image(result.cutout, "png"))
+            (out_dir / f"{variant}.packshot.jpg").write_bytes(encode_image(result.packshot.image, "jpeg"))
+
+    setup_s = time.perf_counter() - started
+    rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return {
+        "setup_s": setup_s,
+        "first_s": times[0],
+        "median_s": sorted(times)[len(times) // 2],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_setup_mb": rss_before_mb,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--megapixels", type=float, default=24.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", choices=VARIANTS)
+    parser.add_argument("--photo", type=Path)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.photo, args.model, args.repeat, args.out)))
+        return
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from functions.synthetic_photos import render_product_photo
+
+    from tests.tiny_onnx import export_tiny_segmentation_onnx
+
+    work = Path(tempfile.mkdtemp(prefix="bench-background-"))
+    height = int((args.megapixels * 1e6 * 1.5) ** 0.5)  # 2:3 portrait, like a DSLR shot turned upright
+    width = int(height / 1.5)
+    photo = work / "photo-24mp.jpg"
+    render_product_photo("tshirt", (170, 30, 40), (244, 244, 242), size=(width, height), seed=7).image.save(
+        photo, quality=92
+    )
+    model = export_tiny_segmentation_onnx(work / "tiny.onnx")
+    print(f"photo: {width}x{height} ({width * height / 1e6:.1f} MP, {photo.stat().st_size / 1e6:.1f} MB JPEG)")
+    print(f"repeat: {args.repeat} per variant, each variant in a fresh process; python {sys.version.split()[0]}")
+
+    results = {}
+    for variant in VARIANTS:
+        command = [sys.executable, __file__, "--child", variant, "--photo", str(photo), "--model", str(model)]
+        command += ["--repeat", str(args.repeat), "--out", str(work)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+
+    base = results["rembg.remove"]
+    print(
+        f"\n{'variant':<14}{'median s':>10}{'first s':>10}{'setup s':>10}{'peak RSS MB':>13}"
+        f"{'time vs base':>14}{'RSS vs base':>13}"
+    )
+    for variant, r in results.items():
+        print(
+            f"{variant:<14}{r['median_s']:>10.2f}{r['first_s']:>10.2f}{r['setup_s']:>10.2f}{r['peak_rss_mb']:>13.0f}"
+            f"{r['median_s'] / base['median_s']:>13.2f}x{r['peak_rss_mb'] / base['peak_rss_mb']:>12.2f}x"
+        )
+    print("\nOur variants include intake (sniff, bomb check, EXIF, sRGB), the cutout PNG and a 2000 px packshot JPEG;")
+    print("the baseline only removes the background and saves its PNG.")
+
+
+if __name__ == "__main__":
+    main()

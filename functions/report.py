@@ -1,0 +1,134 @@
+"""`OUT/report.html`: a contact sheet a merchandiser opens in a browser, failures first.
+
+Self-contained (inline CSS, relative links to the run's own thumbnails and outputs); every text from a file name,
+a sidecar or an error is escaped.
+"""
+
+from collections import Counter
+from html import escape
+from pathlib import Path
+from urllib.parse import quote
+
+from schemas import ManifestEntry, RunManifest, Severity, Status
+
+_STYLE = """
+:root { color-scheme: light; font-family: system-ui, -apple-system, "Segoe UI", sans-serif; }
+body { margin: 0 auto; max-width: 1280px; padding: 1.5rem; color: #1d1d1f; background: #fafafa; }
+h1 { font-size: 1.5rem; margin: 0 0 .25rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+.summary { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0; }
+.count { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .6rem 1rem; }
+.count b { display: block; font-size: 1.4rem; }
+.failed b { color: #b00020; } .ok b { color: #16794c; }
+table { border-collapse: collapse; width: 100%; background: #fff; }
+th, td { text-align: left; padding: .5rem; border-bottom: 1px solid #eee; vertical-align: top; }
+.sheet { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .75rem; }
+.photo { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .75rem; margin-bottom: 1rem; }
+.photo h3 { font-size: .95rem; margin: 0 0 .5rem; overflow-wrap: anywhere; }
+figure { margin: 0; } figcaption { font-size: .8rem; color: #555; margin-top: .25rem; }
+figure img { width: 100%; height: 260px; object-fit: contain; display: block; border-radius: 4px; }
+.checker { background: repeating-conic-gradient(#ddd 0% 25%, #fff 0% 50%) 50% / 20px 20px; }
+.flags { list-style: none; padding: 0; margin: .5rem 0 0; font-size: .85rem; }
+.flags li { padding: .2rem .5rem; border-radius: 4px; margin-top: .25rem; }
+.warning { background: #fff4e5; } .info { background: #eef4ff; }
+.notes { font-size: .8rem; color: #555; margin: .4rem 0 0; }
+code { background: #f1f1f1; padding: 0 .25rem; border-radius: 3px; }
+@media (max-width: 700px) { .sheet { grid-template-columns: 1fr; } }
+"""
+
+
+def _href(path: str) -> str:
+    return escape(quote(path))
+
+
+def _figure(entry: ManifestEntry, thumb: str, full: str, caption: str, checker: bool = False) -> str:
+    if thumb not in entry.outputs:
+        return "<figure></figure>"
+    klass = ' class="checker"' if checker else ""
+    target = _href(entry.outputs.get(full, entry.outputs[thumb]))
+    return (
+        f'<figure><a href="{target}"><img{klass} src="{_href(entry.outputs[thumb])}" '
+        f'alt="{escape(caption)} of {escape(entry.source)}" loading="lazy"></a>'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
+
+
+def _photo_card(entry: ManifestEntry) -> str:
+    flags = "".join(
+        f'<li class="{"warning" if flag.severity is Severity.WARNING else "info"}">'
+        f"<code>{escape(flag.code)}</code> {escape(flag.message)}</li>"
+        for flag in entry.checks
+    )
+    notes = []
+    if entry.intake and entry.intake.notes:
+        notes.append("Intake: " + "; ".join(entry.intake.notes))
+    if entry.cutout:
+        notes.append(f"Cutout: {entry.cutout.engine}, confidence {entry.cutout.confidence:.2f}")
+    if entry.reused:
+        notes.append("Reused from the previous run (same photo, same settings)")
+    return (
+        f'<section class="photo"><h3>{escape(entry.sku)} — {escape(entry.source)}</h3>'
+        '<div class="sheet">'
+        + _figure(entry, "thumb_original", "thumb_original", "Original (normalised)")
+        + _figure(entry, "thumb_cutout", "cutout", "Cutout", checker=True)
+        + _figure(entry, "thumb_packshot", "packshot", "Packshot", checker=True)
+        + "</div>"
+        + (f'<ul class="flags">{flags}</ul>' if flags else "")
+        + "".join(f'<p class="notes">{escape(note)}</p>' for note in notes)
+        + "</section>"
+    )
+
+
+def render_report(manifest: RunManifest) -> str:
+    """The whole report page as a string."""
+    entries = manifest.entries
+    failed = [e for e in entries if e.status is Status.FAILED]
+    succeeded = [e for e in entries if e.status is Status.SUCCEEDED]
+    flagged = sum(1 for e in succeeded if any(f.severity is Severity.WARNING for f in e.checks))
+    codes = Counter(e.error.code for e in failed if e.error)
+    options = manifest.options
+
+    failures = ""
+    if failed:
+        rows = "".join(
+            f"<tr><td>{escape(e.source)}</td><td>{escape(e.sku)}</td>"
+            f"<td><code>{escape(e.error.code if e.error else '')}</code></td>"
+            f"<td>{escape(e.error.message if e.error else '')}</td></tr>"
+            for e in failed
+        )
+        failures = (
+            f'<h2 id="failed">Failed ({len(failed)})</h2>'
+            f"<p>{escape(', '.join(f'{code}: {n}' for code, n in codes.most_common()))}</p>"
+            "<table><thead><tr><th>File</th><th>SKU</th><th>Code</th><th>Reason</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+
+    by_sku: dict[str, list[ManifestEntry]] = {}
+    for entry in succeeded:
+        by_sku.setdefault(entry.sku, []).append(entry)
+    cards = "".join(f"<h2>{escape(sku)}</h2>" + "".join(_photo_card(e) for e in group) for sku, group in by_sku.items())
+
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Catalog run — {len(succeeded)} of {len(entries)} succeeded</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        "<h1>Catalog run report</h1>"
+        f"<p>Input <code>{escape(manifest.input_root)}</code> · background <code>{escape(options.background)}</code>"
+        f" · preset <code>{escape(options.preset)}</code> {options.size}px, fill {options.fill_ratio:.0%},"
+        f" {escape(options.output_format)} · finished {manifest.finished_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" · catalog {escape(manifest.tool_version)}</p>"
+        '<div class="summary">'
+        f'<div class="count"><b>{len(entries)}</b>files</div>'
+        f'<div class="count ok"><b>{len(succeeded)}</b>succeeded</div>'
+        f'<div class="count failed"><b>{len(failed)}</b>failed</div>'
+        f'<div class="count"><b>{flagged}</b>with warnings</div>'
+        "</div>"
+        f"{failures}{cards}"
+        "</body></html>\n"
+    )
+
+
+def write_report(out_dir: Path, manifest: RunManifest, name: str = "report.html") -> Path:
+    path = out_dir / name
+    path.write_text(render_report(manifest), encoding="utf-8")
+    return path

@@ -1,0 +1,44 @@
+"""Packaging promises: the light set stays light, and the README's commands are the ones CI runs."""
+
+import re
+import subprocess
+import sys
+import tomllib
+
+from tests.conftest import REPO_ROOT
+
+HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "rembg", "onnxruntime")
+
+
+def test_the_base_install_does_not_pull_ml_libraries():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    base = [re.split(r"[<>=\[ ;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]]
+    assert not set(base) & set(HEAVY)
+    # The gpu extra admits the local CPU wheel, so installing torch==2.13.0 first pulls nothing more.
+    assert any(dep.startswith("torch>=") and "<2.13" not in dep for dep in project["optional-dependencies"]["gpu"])
+
+
+def test_light_modules_import_no_ml_library():
+    # Given a fresh interpreter
+    code = (
+        "import sys, schemas, schemas.export, functions.errors, functions.background;"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    # When the contracts and the background interface are imported
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # Then no ML library came with them
+    assert out.strip() == "[]"
+
+
+def _fenced_commands(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.+?)\n```", text, flags=re.DOTALL)
+
+
+def test_readme_has_two_setup_commands_and_ci_runs_the_second():
+    readme = (REPO_ROOT / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = _fenced_commands(setup)
+    assert len(commands) == 2
+    assert "catalog run" in commands[0]
+    assert "pytest" in commands[1]
+    assert commands[1] in (REPO_ROOT / ".ci" / "run").read_text()
