@@ -37,6 +37,12 @@ class Preset(StrEnum):
     SHADOW = "shadow"
 
 
+class ReviewChoice(StrEnum):
+    NONE = "none"
+    AUTO = "auto"
+    LOCAL = "local"
+
+
 class Format(StrEnum):
     JPEG = "jpeg"
     PNG = "png"
@@ -71,7 +77,7 @@ def run(
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality (WebP 100 = lossless).")] = 92,
     workers: Annotated[
         int,
-        typer.Option(min=1, help="Processes in parallel [default: one per CPU core].", show_default=False),
+        typer.Option(min=0, help="Processes in parallel; 0 = one per CPU core."),
     ] = 0,
     models_dir: Annotated[
         Path | None,
@@ -87,6 +93,15 @@ def run(
     ] = False,
     max_megapixels: Annotated[float, typer.Option(min=0.1, help="Refuse photos larger than this.")] = 50.0,
     force: Annotated[bool, typer.Option(help="Process every photo again, even if already done.")] = False,
+    review: Annotated[
+        ReviewChoice,
+        typer.Option(help="none: publish nothing | auto: approve all, no person | local: email + page on 127.0.0.1."),
+    ] = ReviewChoice.NONE,
+    review_timeout: Annotated[int, typer.Option(min=10, help="Seconds to wait for the reviewer.")] = 1800,
+    review_port: Annotated[int, typer.Option(min=0, max=65535, help="Review page port [default: a free one].")] = 0,
+    reviewer: Annotated[str, typer.Option(help="Reviewer's address, recorded with each decision.")] = (
+        "reviewer@example.com"
+    ),
 ) -> None:
     """Turn a folder of product photos into cutouts and catalog packshots, with a manifest and a report."""
     from .errors import ConfigurationError
@@ -166,6 +181,30 @@ def run(
     manifest = write_manifest(out, input_dir.resolve(), settings, started, entries)
     report = write_report(out, manifest, REPORT_NAME)
     _print_summary(entries, out / MANIFEST_NAME, report)
+
+    # 5. Human review, then publish what was approved. The exit status stays about processing.
+    from datetime import timedelta
+
+    from .review.local_flow import ReviewMode, review_run
+
+    def show_link(link: str, email: str) -> None:
+        console.print(f"[bold]Review link[/] (also in {email}):")
+        console.print(link, soft_wrap=True, highlight=False, markup=False)  # unwrapped: it must stay clickable
+        console.print(f"Waiting up to {review_timeout} s for the decisions... (Ctrl-C ends the review)")
+
+    try:
+        outcome = review_run(
+            out,
+            manifest,
+            ReviewMode(review.value),
+            reviewer=reviewer,
+            timeout=timedelta(seconds=review_timeout),
+            port=review_port,
+            on_link=show_link,
+        )
+    except ValueError as error:  # e.g. an invalid --reviewer address
+        raise _usage_error(str(error)) from error
+    console.print(outcome.summary())
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
