@@ -25,7 +25,9 @@ th, td { text-align: left; padding: .5rem; border-bottom: 1px solid #eee; vertic
 .photo { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .75rem; margin-bottom: 1rem; }
 .photo h3 { font-size: .95rem; margin: 0 0 .5rem; overflow-wrap: anywhere; }
 figure { margin: 0; } figcaption { font-size: .8rem; color: #555; margin-top: .25rem; }
-figure img { width: 100%; height: 260px; object-fit: contain; display: block; border-radius: 4px; }
+figure a { display: flex; align-items: center; justify-content: center; height: 260px; background: #f4f4f4;
+  border-radius: 4px; }
+figure img { max-width: 100%; max-height: 260px; width: auto; height: auto; display: block; }
 .checker { background: repeating-conic-gradient(#ddd 0% 25%, #fff 0% 50%) 50% / 20px 20px; }
 .flags { list-style: none; padding: 0; margin: .5rem 0 0; font-size: .85rem; }
 .flags li { padding: .2rem .5rem; border-radius: 4px; margin-top: .25rem; }
@@ -66,11 +68,13 @@ def _photo_card(entry: ManifestEntry) -> str:
     if entry.reused:
         notes.append("Reused from the previous run (same photo, same settings)")
     return (
-        f'<section class="photo"><h3>{escape(entry.sku)} — {escape(entry.source)}</h3>'
+        f'<section class="photo"><h3>{escape(entry.source)}</h3>'
         '<div class="sheet">'
         + _figure(entry, "thumb_original", "thumb_original", "Original (normalised)")
         + _figure(entry, "thumb_cutout", "cutout", "Cutout", checker=True)
-        + _figure(entry, "thumb_packshot", "packshot", "Packshot", checker=True)
+        + _figure(
+            entry, "thumb_packshot", "packshot", "Packshot", checker=entry.outputs.get("packshot", "").endswith(".png")
+        )
         + "</div>"
         + (f'<ul class="flags">{flags}</ul>' if flags else "")
         + "".join(f'<p class="notes">{escape(note)}</p>' for note in notes)

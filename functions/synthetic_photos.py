@@ -210,10 +210,11 @@ def compose_on_backdrop(
     return _compose(cutout, backdrop_rgb, size, offset, np.random.default_rng(seed), shadow, noise_sigma)
 
 
-def write_example_photos(directory: Path) -> list[Path]:
+def write_example_photos(directory: Path, size: tuple[int, int] = (1800, 2400)) -> list[Path]:
     """Write a merchandiser-style intake folder (SKU folders with product.json, one loose photo); return the photos.
 
-    One of them is the hard case on purpose: a white T-shirt on a white backdrop.
+    One of them is the hard case on purpose: a white T-shirt on a white backdrop. The default size leaves the
+    products large enough for a 2000 px packshot without upscaling.
     """
     examples: list[tuple[str, str, tuple[int, int, int], tuple[int, int, int], dict[str, str]]] = [
         (
@@ -250,11 +251,11 @@ def write_example_photos(directory: Path) -> list[Path]:
     for seed, (sku, garment, garment_rgb, backdrop_rgb, sidecar) in enumerate(examples, start=1):
         sku_dir = directory / sku
         sku_dir.mkdir(exist_ok=True)
-        photo = render_product_photo(garment, garment_rgb, backdrop_rgb, seed=seed)
+        photo = render_product_photo(garment, garment_rgb, backdrop_rgb, size=size, seed=seed)
         written.append(_save_jpeg(photo.image, sku_dir / "front.jpg"))
         (sku_dir / "product.json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     # A loose photo at the top level: its file name is its SKU.
-    hoodie = render_product_photo("hoodie", (92, 94, 98), (245, 245, 245), seed=len(examples) + 1)
+    hoodie = render_product_photo("hoodie", (92, 94, 98), (245, 245, 245), size=size, seed=len(examples) + 1)
     written.append(_save_jpeg(hoodie.image, directory / "HOODIE-CHARCOAL-005.jpg"))
     return written
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from functions.synthetic_photos import write_example_photos
 from PIL import Image
 
+from functions.synthetic_photos import write_example_photos
 from tests.conftest import tree_digest
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def catalog(*args: str | Path, check_exit: int | None = None) -> subprocess.Comp
 def photo_folder(tmp_path_factory) -> Path:
     """Example photos plus the kinds of bad file a real intake folder holds."""
     root = tmp_path_factory.mktemp("intake")
-    write_example_photos(root)
+    write_example_photos(root, size=(900, 1200))
     bad = root / "BAD-FILES"
     bad.mkdir()
     (bad / "empty.jpg").write_bytes(b"")
@@ -163,7 +163,7 @@ def test_forced_reprocessing_on_one_worker_gives_identical_bytes(first_run, phot
 
 def test_changing_the_format_reprocesses_and_removes_stale_outputs(tmp_path):
     photos = tmp_path / "in"
-    write_example_photos(photos)
+    write_example_photos(photos, size=(600, 800))
     out = tmp_path / "out"
     catalog("run", photos, "--out", out, "--size", "300", "--workers", "1", check_exit=0)
     assert list(out.rglob("*.packshot.jpg"))
@@ -207,7 +207,7 @@ def test_bad_usage_exits_2_with_a_clear_message(tmp_path, args, needle):
 
 def test_a_missing_rembg_model_stops_the_run_before_any_work(tmp_path):
     photos = tmp_path / "in"
-    write_example_photos(photos)
+    write_example_photos(photos, size=(600, 800))
     result = catalog(
         "run",
         photos,
@@ -225,25 +225,33 @@ def test_a_missing_rembg_model_stops_the_run_before_any_work(tmp_path):
 
 def test_a_single_good_folder_exits_0_and_writes_json_schemas(tmp_path):
     photos = tmp_path / "in"
-    write_example_photos(photos)
+    write_example_photos(photos, size=(600, 800))
     catalog("run", photos, "--out", tmp_path / "out", "--size", "256", check_exit=0)
     catalog("schemas", tmp_path / "schemas", check_exit=0)
     assert (tmp_path / "schemas" / "product-sidecar.schema.json").is_file()
 
 
 def test_real_sample_photos_become_packshots(samples_dir, tmp_path):
-    # Given the real studio photos (read in place; the folder is read-only)
+    # Given the real studio photos (read in place; the folder is read-only) and whatever else lies beside them
     before = tree_digest(samples_dir)
+    photos = sorted(p.name for p in samples_dir.glob("*.jpg"))
+    others = sorted(p.name for p in samples_dir.iterdir() if p.is_file() and p.suffix != ".jpg")
     # When they are run through the default pipeline
-    catalog("run", samples_dir, "--out", tmp_path, "--size", "1000", check_exit=0)
-    # Then every photo has a plausible cutout and a white packshot, and the samples are untouched
-    entries = _manifest(tmp_path)["entries"]
-    assert len(entries) == len(list(samples_dir.glob("*.jpg")))
-    for entry in entries:
+    result = catalog("run", samples_dir, "--out", tmp_path, "--size", "1000")
+    # Then every photo has a plausible cutout and a white packshot
+    entries = {e["source"]: e for e in _manifest(tmp_path)["entries"]}
+    for name in photos:
+        entry = entries[name]
         assert entry["status"] == "succeeded", entry
         assert 0.1 < entry["cutout"]["coverage"] < 0.8, entry
         packshot = Image.open(io.BytesIO((tmp_path / entry["outputs"]["packshot"]).read_bytes()))
         assert packshot.getpixel((0, 0)) == (255, 255, 255)
+    # And a non-photo beside them (the folder's README) is reported, not silently skipped
+    for name in others:
+        assert entries[name]["error"]["code"] == "unsupported_format"
+    assert result.returncode == (1 if others else 0)
+    # And the white top on white is the one the keyer is unsure about
+    assert entries["09133_00.jpg"]["cutout"]["low_confidence"]
     assert tree_digest(samples_dir) == before
 
 

@@ -106,7 +106,7 @@ def test_example_folder_is_a_valid_merchandiser_intake_and_reproducible(tmp_path
     # And each photo is a ~1200x1600 JPEG, byte for byte the same on both runs
     for photo, twin in zip(photos, again, strict=True):
         with Image.open(photo) as image:
-            assert image.format == "JPEG" and image.size == (1200, 1600)
+            assert image.format == "JPEG" and image.size == (1800, 2400)
         assert photo.read_bytes() == twin.read_bytes()
     # And the hard case is there: a white garment on a white backdrop
     colours = {ProductSidecar.model_validate_json((d / "product.json").read_text()).colour for d in sku_dirs}
