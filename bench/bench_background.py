@@ -28,6 +28,10 @@ def child(variant: str, photo: Path, model: Path, repeat: int, out_dir: Path) ->
     data = photo.read_bytes()
     started = time.perf_counter()
     if variant == "rembg.remove":
+        import os
+
+        # rembg only accepts a custom model that lies under its home folder.
+        os.environ["U2NET_HOME"] = str(model.parent)
         from PIL import Image
         from rembg import new_session, remove
 
