@@ -28,6 +28,15 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+
+def _mount_review_commands() -> None:
+    from .review.cli import review_app
+
+    app.add_typer(review_app, name="review")
+
+
+_mount_review_commands()
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 

@@ -6,14 +6,27 @@ from .jobs import JobOutput, JobRequest, JobResult
 from .manifest import ManifestEntry, RunManifest, RunOptions
 from .product import GarmentCategory, JobKind, ProductSidecar
 from .records import Box, Cutout, IntakeInfo, ProcessedImage, ProcessingError, Status
-from .review import RejectionReason, ReviewDecision, ReviewItem, ReviewTask, Verdict
+from .review import (
+    FeedbackRecord,
+    GenerationProvenance,
+    RejectionReason,
+    ReviewDecision,
+    ReviewItem,
+    ReviewItemDetails,
+    ReviewOutcome,
+    ReviewState,
+    ReviewTask,
+    Verdict,
+)
 
 __all__ = [
     "AdapterRef",
     "Box",
     "BrandProfile",
     "Cutout",
+    "FeedbackRecord",
     "GarmentCategory",
+    "GenerationProvenance",
     "IntakeInfo",
     "JobKind",
     "JobOutput",
@@ -28,6 +41,9 @@ __all__ = [
     "RejectionReason",
     "ReviewDecision",
     "ReviewItem",
+    "ReviewItemDetails",
+    "ReviewOutcome",
+    "ReviewState",
     "ReviewTask",
     "RunManifest",
     "RunOptions",

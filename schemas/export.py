@@ -7,11 +7,13 @@ from pydantic import BaseModel
 
 from . import (
     BrandProfile,
+    FeedbackRecord,
     JobRequest,
     JobResult,
     ProcessedImage,
     ProductSidecar,
     ReviewDecision,
+    ReviewOutcome,
     ReviewTask,
     RunManifest,
 )
@@ -23,6 +25,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "job-result": JobResult,
     "review-task": ReviewTask,
     "review-decision": ReviewDecision,
+    "review-outcome": ReviewOutcome,
+    "feedback-record": FeedbackRecord,
     "brand-profile": BrandProfile,
     "run-manifest": RunManifest,
 }

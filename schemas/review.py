@@ -24,6 +24,26 @@ class RejectionReason(StrEnum):
     OTHER = "other"
 
 
+class GenerationProvenance(Contract):
+    """What made a generated image, for the feedback dataset; unknown parts stay null (e.g. packshots)."""
+
+    engine: str | None = Field(default=None, description="e.g. `backdrop`, `rembg:u2net`, `lifestyle`.")
+    model: str | None = None
+    model_version: str | None = None
+    adapter: str | None = None
+    adapter_version: str | None = None
+    seed: int | None = None
+
+
+class ReviewItemDetails(Contract):
+    """Extra facts about one item that the page and the feedback dataset use (never shown to mail scanners)."""
+
+    source: str | None = Field(default=None, description="The input photo, relative to the input folder or a URI.")
+    content_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    generated_thumbnail: str | None = Field(default=None, description="A small preview of `generated`, for email.")
+    provenance: GenerationProvenance = GenerationProvenance()
+
+
 class ReviewItem(Contract):
     """One generated image awaiting a decision, shown beside its original."""
 
@@ -33,6 +53,7 @@ class ReviewItem(Contract):
     generated: str
     job_kind: str
     flags: tuple[QualityFlag, ...] = ()
+    details: ReviewItemDetails = ReviewItemDetails()
 
 
 class ReviewTask(Contract):
@@ -44,6 +65,7 @@ class ReviewTask(Contract):
     items: tuple[ReviewItem, ...] = Field(min_length=1)
     created_at: datetime
     expires_at: datetime
+    reissued_from: str | None = Field(default=None, description="The expired batch whose pending items this re-asks.")
 
 
 class ReviewDecision(Contract):
@@ -59,3 +81,45 @@ class ReviewDecision(Contract):
         if self.verdict is Verdict.REJECTED and self.reason is None:
             raise ValueError("a rejection needs a reason")
         return self
+
+
+class ReviewState(StrEnum):
+    """Where a batch (or one item of it) stands. `decided` and `expired` are terminal."""
+
+    PENDING = "pending"
+    DECIDED = "decided"
+    EXPIRED = "expired"
+
+
+class ReviewOutcome(Contract):
+    """What a batch ended with: sent to the workflow when it resumes, and what publishing reads."""
+
+    review_id: str
+    state: ReviewState
+    decisions: tuple[ReviewDecision, ...] = ()
+    pending_item_ids: tuple[str, ...] = ()
+
+
+class FeedbackRecord(Contract):
+    """One line of `feedback/<brand>.jsonl`: a rejected image, labelled for the next training round."""
+
+    review_id: str
+    item_id: str
+    brand: str
+    sku: str
+    job_kind: str
+    source: str | None
+    content_sha256: str | None
+    generated: str
+    verdict: Verdict
+    reason: RejectionReason | None
+    note: str | None
+    reviewer: str
+    decided_at: datetime
+    flags: tuple[str, ...] = Field(default=(), description="Codes of the automatic checks shown to the reviewer.")
+    engine: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    adapter: str | None = None
+    adapter_version: str | None = None
+    seed: int | None = None

@@ -31,7 +31,7 @@ def test_light_modules_import_no_ml_library():
 
 
 def _fenced_commands(text: str) -> list[str]:
-    return re.findall(r"```bash\n(.+?)\n```", text, flags=re.DOTALL)
+    return [c.strip() for c in re.findall(r"```bash\n(.+?)\n\s*```", text, flags=re.DOTALL)]
 
 
 def test_readme_has_two_setup_commands_and_ci_runs_the_second():

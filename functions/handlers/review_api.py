@@ -1,0 +1,91 @@
+"""The review page and decision API behind API Gateway (REST), with Powertools' event handler.
+
+GET /review/{id}                      the page (reads only)
+POST /review/{id}                     decisions (form or JSON), CSRF-checked, applied at most once
+GET /review/{id}/image/{item}/{kind}  a signed route that redirects to a fresh presigned URL (for emails)
+GET /review-static/{name}             review.js / review.css
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.handlers import review_common
+from functions.review.page import security_headers
+from functions.review.signing import LinkRefusedError
+from functions.review.web import ReviewWeb, WebResponse
+
+logger = Logger(service="review")
+app = APIGatewayRestResolver()
+
+
+def _web() -> ReviewWeb:
+    config = review_common.settings()
+    images = review_common.presigned_image_urls(review_common.client("s3"), config.image_url_seconds)
+    return ReviewWeb(review_common.review_service(), images, config.base_path)
+
+
+def _respond(response: WebResponse) -> Response[str]:
+    content_type = response.headers.get("Content-Type", "text/html; charset=utf-8")
+    headers = {k: v for k, v in response.headers.items() if k != "Content-Type"}
+    return Response(response.status, content_type, response.body.decode(), headers)
+
+
+def _query() -> dict[str, str]:
+    return {key: str(value) for key, value in (app.current_event.query_string_parameters or {}).items()}
+
+
+def _sso_identity() -> str | None:
+    """The authorizer's claims, when API Gateway passes them (Cognito or a Lambda authorizer)."""
+    authorizer: dict[str, Any] = (app.current_event.raw_event.get("requestContext") or {}).get("authorizer") or {}
+    claims = authorizer.get("claims") or authorizer
+    email = claims.get("email") or claims.get("principalId") or authorizer.get("principalId")
+    return f"sso:{email}" if email else None
+
+
+@app.get("/review/<review_id>")
+def get_page(review_id: str) -> Response[str]:
+    return _respond(_web().page(review_id, _query()))
+
+
+@app.post("/review/<review_id>")
+def post_decisions(review_id: str) -> Response[str]:
+    event = app.current_event
+    content_type = next((v for k, v in (event.headers or {}).items() if k.lower() == "content-type"), "")
+    body = event.decoded_body or ""
+    return _respond(_web().decide(review_id, content_type, body.encode(), _sso_identity()))
+
+
+@app.get("/review/<review_id>/image/<item_id>/<kind>")
+def get_image(review_id: str, item_id: str, kind: str) -> Response[str]:
+    web = _web()
+    if kind not in review_common.IMAGE_KINDS:
+        return _respond(web.not_found())
+    try:
+        review, _ = web.service.open(review_id, _query())
+    except LinkRefusedError as error:
+        return _respond(web.refused(reason=error.reason))
+    item = review.item(item_id)
+    if item is None:
+        return _respond(web.not_found())
+    config = review_common.settings()
+    bucket, key = review_common.image_location(item, kind)
+    url = review_common.client("s3").generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=config.image_url_seconds
+    )
+    headers = {k: v for k, v in security_headers().items() if k != "Content-Type"} | {"Location": url}
+    return Response(302, "text/plain", "", headers)
+
+
+@app.get("/review-static/<name>")
+def get_static(name: str) -> Response[str]:
+    return _respond(_web().static(name))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # log_event stays False: the query string holds the link signature.
+    return app.resolve(event, context)

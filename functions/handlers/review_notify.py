@@ -1,0 +1,51 @@
+"""The `.waitForTaskToken` task: store the batch with its task token (server-side only), email one link.
+
+State machine parameters: `{"task_token.$": "$$.Task.Token", "brand": ..., "reviewers": [...], "items": [...]}`.
+The token is a `SecretStr` from the moment it is parsed, so no log line, repr or error message can show it.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
+
+from functions.handlers import review_common
+from functions.review.mailer import SesMailer, build_review_email
+from schemas.review import ReviewItem
+
+logger = Logger(service="review")
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_token: SecretStr = Field(min_length=1, max_length=1024)
+    brand: str = Field(min_length=1)
+    reviewers: tuple[EmailStr, ...] = Field(min_length=1)
+    items: tuple[ReviewItem, ...] = Field(min_length=1)
+
+
+@logger.inject_lambda_context(log_event=False)  # the event holds the task token
+@event_parser(model=ReviewRequest)
+def lambda_handler(event: ReviewRequest, context: LambdaContext) -> dict[str, Any]:
+    config = review_common.settings()
+    service = review_common.review_service()
+    task, params = service.create(
+        event.brand,
+        event.reviewers,
+        event.items,
+        timedelta(seconds=config.link_ttl_seconds),
+        resume_handle=event.task_token.get_secret_value(),
+    )
+    message = build_review_email(
+        task, config.link(params), lambda item: config.image_route(params, item, "preview"), config.sender
+    )
+    message_id = SesMailer(review_common.client("ses")).send(message)
+    logger.info(
+        "review requested",
+        extra={"review_id": task.review_id, "items": len(task.items), "ses_message_id": message_id},
+    )
+    return {"review_id": task.review_id, "expires_at": task.expires_at.isoformat()}

@@ -1,0 +1,199 @@
+"""`catalog run --review`: ask a person (or, with `auto`, nobody) before anything is published.
+
+`none` publishes nothing. `auto` approves everything and records that no person reviewed it. `local` writes one
+email to `OUT/outbox/`, serves the review page on 127.0.0.1, waits for every decision (or the timeout, after which
+the batch ends `expired`), then publishes what was approved and records what was rejected.
+"""
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from schemas import RunManifest, Status
+from schemas.review import (
+    GenerationProvenance,
+    ReviewItem,
+    ReviewItemDetails,
+    ReviewState,
+    ReviewTask,
+    Verdict,
+)
+
+from .local_server import LocalReviewServer
+from .mailer import OutboxMailer, build_review_email
+from .publish import PublishReport, publish_locally
+from .resume import LocalResumer
+from .service import AUTO_REVIEWER, ReviewService
+from .signing import LinkParams, load_local_keys
+from .store import SQLiteReviewStore, StoredReview, now_utc
+
+DEFAULT_BRAND = "default"
+DEFAULT_REVIEWER = "reviewer@example.com"
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+LOCAL_SENDER = "catalog-review@localhost"
+STATE_DIR = ".review"
+OUTBOX_DIR = "outbox"
+_POLL_SECONDS = 0.25
+
+
+class ReviewMode(StrEnum):
+    NONE = "none"
+    AUTO = "auto"
+    LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class ReviewRunResult:
+    mode: ReviewMode
+    state: ReviewState | None = None
+    review_id: str | None = None
+    link: str | None = None
+    email: str | None = None
+    approved: int = 0
+    rejected: int = 0
+    pending: int = 0
+    publish: PublishReport | None = None
+
+    def summary(self) -> str:
+        """One paragraph for the terminal."""
+        if self.mode is ReviewMode.NONE:
+            return "Review: off (--review none); nothing was published. Use --review local to review and publish."
+        if self.state is None:
+            return "Review: nothing to review (no packshot succeeded); nothing was published."
+        who = " automatically (no person reviewed)" if self.mode is ReviewMode.AUTO else ""
+        lines = [
+            f"Review {self.review_id} {self.state.value}{who}: {self.approved} approved, {self.rejected} rejected, "
+            f"{self.pending} not decided."
+        ]
+        if self.state is ReviewState.EXPIRED:
+            lines.append("The review timed out; run `catalog review reissue OUT` to ask again for the undecided ones.")
+        if self.publish:
+            lines.append(
+                f"Published {len(self.publish.published)} file(s) under approved/"
+                + (f", {len(self.publish.already_published)} already there" if self.publish.already_published else "")
+                + "."
+            )
+            if self.publish.conflicts:
+                lines.append(f"Not overwritten (a different file exists): {', '.join(self.publish.conflicts)}.")
+            if self.publish.feedback:
+                lines.append(f"Recorded {self.publish.feedback_records} rejection(s) in {self.publish.feedback}.")
+        return "\n".join(lines)
+
+
+def items_from_manifest(manifest: RunManifest) -> list[ReviewItem]:
+    """One item per succeeded packshot, with the normalised original's thumbnail beside it."""
+    items = []
+    for entry in manifest.entries:
+        if entry.status is not Status.SUCCEEDED or "packshot" not in entry.outputs:
+            continue
+        generated = entry.outputs["packshot"]
+        items.append(
+            ReviewItem(
+                item_id="p" + hashlib.sha256(generated.encode()).hexdigest()[:16],
+                sku=entry.sku,
+                original=entry.outputs.get("thumb_original", generated),
+                generated=generated,
+                job_kind="packshot",
+                flags=entry.checks,
+                details=ReviewItemDetails(
+                    source=entry.source,
+                    content_sha256=entry.content_sha256,
+                    generated_thumbnail=entry.outputs.get("thumb_packshot"),
+                    provenance=GenerationProvenance(engine=entry.cutout.engine if entry.cutout else None),
+                ),
+            )
+        )
+    return items
+
+
+def local_service(out_dir: Path, clock: Callable[[], datetime] = now_utc) -> tuple[ReviewService, LocalResumer]:
+    """The local store (`OUT/.review/reviews.sqlite`) and key file (`OUT/.review/keys.json`, mode 0600)."""
+    state = out_dir / STATE_DIR
+    resumer = LocalResumer()
+    store = SQLiteReviewStore(state / "reviews.sqlite")
+    return ReviewService(store, load_local_keys(state / "keys.json"), resumer, clock), resumer
+
+
+def _result(
+    mode: ReviewMode, review: StoredReview, out_dir: Path, link: str | None, email: str | None
+) -> ReviewRunResult:
+    report = publish_locally(out_dir, review)
+    approved = sum(d.verdict is Verdict.APPROVED for d in review.decisions.values())
+    return ReviewRunResult(
+        mode=mode,
+        state=review.state,
+        review_id=review.review_id,
+        link=link,
+        email=email,
+        approved=approved,
+        rejected=len(review.decisions) - approved,
+        pending=len(review.pending_items),
+        publish=report,
+    )
+
+
+def serve_and_wait(
+    service: ReviewService,
+    resumer: LocalResumer,
+    task: ReviewTask,
+    params: LinkParams,
+    out_dir: Path,
+    port: int = 0,
+    on_link: Callable[[str, str], None] = lambda link, email: None,
+) -> ReviewRunResult:
+    """Email the link, serve the page until every item is decided or the link expires, then publish."""
+    try:
+        server = LocalReviewServer(service, out_dir, port)
+    except OSError as error:
+        service.expire(task.review_id)
+        raise ValueError(f"cannot serve the review page on 127.0.0.1:{port}: {error.strerror}") from error
+    with server:
+        link = server.link(params)
+        preview = server.web.image_urls(StoredReview(task, ReviewState.PENDING, "", {}), params)
+        message = build_review_email(task, link, lambda item: preview(item, "preview"), LOCAL_SENDER)
+        email = OutboxMailer(out_dir / OUTBOX_DIR).send(message)
+        on_link(link, email)
+        try:
+            while not resumer.finished.is_set() and service.clock() < task.expires_at:
+                resumer.finished.wait(_POLL_SECONDS)
+        finally:
+            # Timed out or interrupted: end the batch so no late click lands after we publish.
+            service.expire(task.review_id)
+    review = service.store.get(task.review_id)
+    assert review is not None
+    return _result(ReviewMode.LOCAL, review, out_dir, link, email)
+
+
+def review_run(
+    out_dir: Path,
+    manifest: RunManifest,
+    mode: ReviewMode,
+    *,
+    reviewer: str = DEFAULT_REVIEWER,
+    brand: str = DEFAULT_BRAND,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    port: int = 0,
+    extra_items: Sequence[ReviewItem] = (),
+    on_link: Callable[[str, str], None] = lambda link, email: None,
+    clock: Callable[[], datetime] = now_utc,
+) -> ReviewRunResult:
+    """Review a run's outputs; `extra_items` lets later steps (GPU jobs) add their images to the same batch."""
+    # 1. What is there to review?
+    if mode is ReviewMode.NONE:
+        return ReviewRunResult(mode)
+    items = [*items_from_manifest(manifest), *extra_items]
+    if not items:
+        return ReviewRunResult(mode)
+
+    # 2. One batch for the run.
+    service, resumer = local_service(out_dir, clock)
+    task, params = service.create(brand, [reviewer], items, timeout)
+
+    # 3. Decide: nobody (auto) or a person through the local page.
+    if mode is ReviewMode.AUTO:
+        outcome = service.approve_everything(task.review_id, AUTO_REVIEWER)
+        return _result(mode, outcome.review, out_dir, None, None)
+    return serve_and_wait(service, resumer, task, params, out_dir, port, on_link)

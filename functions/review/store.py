@@ -1,0 +1,512 @@
+"""Pending reviews and their decisions: SQLite locally, DynamoDB on AWS, behind one small interface.
+
+Every state change is a conditional write (item pending -> decided, batch pending -> decided | expired), so a
+decision is applied at most once however many clicks, retries or threads race for it. The workflow's resume handle
+(the Step Functions task token) is stored here and only here; `StoredReview` does not carry it, so a page or a log
+line built from a review cannot leak it.
+"""
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from schemas.review import ReviewDecision, ReviewItem, ReviewOutcome, ReviewState, ReviewTask
+
+
+@dataclass(frozen=True)
+class StoredReview:
+    """A batch as stored: the task, where it stands, and the decisions so far (by item id)."""
+
+    task: ReviewTask
+    state: ReviewState
+    identity: str  # who the link was sent to: recorded as the reviewer of each decision
+    decisions: dict[str, ReviewDecision]
+    reminder_sent_at: datetime | None = None
+    resumed_at: datetime | None = None
+
+    @property
+    def review_id(self) -> str:
+        return self.task.review_id
+
+    @property
+    def pending_items(self) -> tuple[ReviewItem, ...]:
+        return tuple(item for item in self.task.items if item.item_id not in self.decisions)
+
+    def item(self, item_id: str) -> ReviewItem | None:
+        return next((item for item in self.task.items if item.item_id == item_id), None)
+
+
+@dataclass(frozen=True)
+class DecisionApplied:
+    decision: ReviewDecision
+
+
+@dataclass(frozen=True)
+class AlreadyDecided:
+    """Someone decided this item first; `decision` says who and when."""
+
+    decision: ReviewDecision
+
+
+@dataclass(frozen=True)
+class ReviewClosed:
+    """The batch is no longer open (expired, or closed), so nothing more can be decided."""
+
+    state: ReviewState
+
+
+DecideResult = DecisionApplied | AlreadyDecided | ReviewClosed
+
+
+class UnknownReviewError(LookupError):
+    pass
+
+
+class ReviewStore(Protocol):
+    def create(self, task: ReviewTask, identity: str, resume_handle: str | None) -> None: ...
+
+    def get(self, review_id: str) -> StoredReview | None: ...
+
+    def resume_handle(self, review_id: str) -> str | None: ...
+
+    def decide(self, review_id: str, decision: ReviewDecision, now: datetime) -> DecideResult:
+        """Record `decision` if its item is pending and the batch is open and unexpired at `now`."""
+        ...
+
+    def close_if_decided(self, review_id: str) -> bool:
+        """pending -> decided once every item is decided. True for exactly one caller: the one that resumes."""
+        ...
+
+    def expire(self, review_id: str) -> bool:
+        """pending -> expired. True for exactly one caller."""
+        ...
+
+    def mark_reminded(self, review_id: str, now: datetime) -> bool:
+        """Record that the reminder went out; True only the first time."""
+        ...
+
+    def mark_resumed(self, review_id: str, now: datetime) -> None: ...
+
+    def open_reviews(self) -> list[StoredReview]:
+        """Batches still pending, or decided but not yet resumed (a resume that failed and must be retried)."""
+        ...
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+# -- SQLite (local) -------------------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reviews (
+    review_id TEXT PRIMARY KEY,
+    task_json TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    resume_handle TEXT,
+    reminder_sent_at TEXT,
+    resumed_at TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+    review_id TEXT NOT NULL REFERENCES reviews(review_id),
+    item_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    decision_json TEXT,
+    PRIMARY KEY (review_id, item_id)
+);
+"""
+
+
+class SQLiteReviewStore:
+    """One database file; a connection per operation so the threaded local server can share the store."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            db.executescript(_SCHEMA)  # commits on its own, so it cannot run inside _transaction
+        finally:
+            db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # isolation_level=None + BEGIN IMMEDIATE: the write lock is taken up front, so check-then-write is atomic.
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def create(self, task: ReviewTask, identity: str, resume_handle: str | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO reviews (review_id, task_json, identity, state, expires_at, created_at, resume_handle) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task.review_id,
+                    task.model_dump_json(),
+                    identity,
+                    ReviewState.PENDING.value,
+                    _ts(task.expires_at),
+                    _ts(task.created_at),
+                    resume_handle,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO items (review_id, item_id, state) VALUES (?, ?, ?)",
+                [(task.review_id, item.item_id, ReviewState.PENDING.value) for item in task.items],
+            )
+
+    def _read(self, db: sqlite3.Connection, review_id: str) -> StoredReview | None:
+        row = db.execute(
+            "SELECT task_json, identity, state, reminder_sent_at, resumed_at FROM reviews WHERE review_id = ?",
+            (review_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        decided = db.execute(
+            "SELECT decision_json FROM items WHERE review_id = ? AND state = ?", (review_id, ReviewState.DECIDED.value)
+        ).fetchall()
+        decisions = {d.item_id: d for d in (ReviewDecision.model_validate_json(r[0]) for r in decided)}
+        return StoredReview(
+            task=ReviewTask.model_validate_json(row[0]),
+            identity=row[1],
+            state=ReviewState(row[2]),
+            decisions=decisions,
+            reminder_sent_at=_parse_time(row[3]),
+            resumed_at=_parse_time(row[4]),
+        )
+
+    def get(self, review_id: str) -> StoredReview | None:
+        with self._transaction() as db:
+            return self._read(db, review_id)
+
+    def latest(self) -> StoredReview | None:
+        """The most recently created batch (for `catalog review reissue OUT`)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT review_id FROM reviews ORDER BY created_at DESC LIMIT 1").fetchone()
+            return self._read(db, row[0]) if row else None
+
+    def resume_handle(self, review_id: str) -> str | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT resume_handle FROM reviews WHERE review_id = ?", (review_id,)).fetchone()
+        return row[0] if row else None
+
+    def decide(self, review_id: str, decision: ReviewDecision, now: datetime) -> DecideResult:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE items SET state = ?, decision_json = ? "
+                "WHERE review_id = ? AND item_id = ? AND state = ? "
+                "AND EXISTS (SELECT 1 FROM reviews WHERE review_id = ? AND state = ? AND expires_at > ?)",
+                (
+                    ReviewState.DECIDED.value,
+                    decision.model_dump_json(),
+                    review_id,
+                    decision.item_id,
+                    ReviewState.PENDING.value,
+                    review_id,
+                    ReviewState.PENDING.value,
+                    _ts(now),
+                ),
+            )
+            if cursor.rowcount == 1:
+                return DecisionApplied(decision)
+            item = db.execute(
+                "SELECT state, decision_json FROM items WHERE review_id = ? AND item_id = ?",
+                (review_id, decision.item_id),
+            ).fetchone()
+            review = db.execute("SELECT state FROM reviews WHERE review_id = ?", (review_id,)).fetchone()
+        if item is None or review is None:
+            raise UnknownReviewError(f"no item {decision.item_id!r} in review {review_id!r}")
+        if item[0] == ReviewState.DECIDED.value:
+            return AlreadyDecided(ReviewDecision.model_validate_json(item[1]))
+        # Still pending in the table but past its expiry: closed, even before the expiry sweep marks it.
+        state = ReviewState(review[0])
+        return ReviewClosed(ReviewState.EXPIRED if state is ReviewState.PENDING else state)
+
+    def _transition(self, review_id: str, target: ReviewState, extra_condition: str = "") -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE reviews SET state = ? WHERE review_id = ? AND state = ? {extra_condition}",  # noqa: S608
+                (target.value, review_id, ReviewState.PENDING.value),
+            )
+            return cursor.rowcount == 1
+
+    def close_if_decided(self, review_id: str) -> bool:
+        return self._transition(
+            review_id,
+            ReviewState.DECIDED,
+            "AND NOT EXISTS (SELECT 1 FROM items "
+            "WHERE items.review_id = reviews.review_id AND items.state = 'pending')",
+        )
+
+    def expire(self, review_id: str) -> bool:
+        return self._transition(review_id, ReviewState.EXPIRED)
+
+    def mark_reminded(self, review_id: str, now: datetime) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE reviews SET reminder_sent_at = ? WHERE review_id = ? AND reminder_sent_at IS NULL",
+                (now.isoformat(), review_id),
+            )
+            return cursor.rowcount == 1
+
+    def mark_resumed(self, review_id: str, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE reviews SET resumed_at = ? WHERE review_id = ?", (now.isoformat(), review_id))
+
+    def open_reviews(self) -> list[StoredReview]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT review_id FROM reviews WHERE state = ? OR (state = ? AND resumed_at IS NULL)",
+                (ReviewState.PENDING.value, ReviewState.DECIDED.value),
+            ).fetchall()
+            return [review for review in (self._read(db, row[0]) for row in rows) if review is not None]
+
+
+# -- DynamoDB (AWS) -------------------------------------------------------------------------------------------------
+
+_REVIEW_SK = "review"
+_ITEM_PREFIX = "item#"
+
+
+class DynamoDBReviewStore:
+    """One table, partition key `pk` (the review id), sort key `sk` (`review`, or `item#<item id>`).
+
+    The table is encrypted at rest with a customer-managed KMS key by the CDK stack, because the `resume_handle`
+    attribute holds the task token: whoever has it can resume or fail the execution.
+    """
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self.client = client
+        self.table = table_name
+
+    def create(self, task: ReviewTask, identity: str, resume_handle: str | None) -> None:
+        review: dict[str, Any] = {
+            "pk": {"S": task.review_id},
+            "sk": {"S": _REVIEW_SK},
+            "task": {"S": task.model_dump_json()},
+            "identity": {"S": identity},
+            "state": {"S": ReviewState.PENDING.value},
+            "expires_at": {"N": str(int(_ts(task.expires_at)))},
+        }
+        if resume_handle is not None:
+            review["resume_handle"] = {"S": resume_handle}
+        puts = [{"Put": {"TableName": self.table, "Item": review, "ConditionExpression": "attribute_not_exists(pk)"}}]
+        puts += [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        "pk": {"S": task.review_id},
+                        "sk": {"S": _ITEM_PREFIX + item.item_id},
+                        "state": {"S": ReviewState.PENDING.value},
+                    },
+                }
+            }
+            for item in task.items
+        ]
+        # A transaction holds at most 100 writes; bigger batches are written review-first, then items in chunks.
+        for start in range(0, len(puts), 100):
+            self.client.transact_write_items(TransactItems=puts[start : start + 100])
+
+    def _query(self, review_id: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": review_id}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            rows.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return rows
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get(self, review_id: str) -> StoredReview | None:
+        rows = self._query(review_id)
+        head = next((row for row in rows if row["sk"]["S"] == _REVIEW_SK), None)
+        if head is None:
+            return None
+        decisions = {}
+        for row in rows:
+            if row["sk"]["S"].startswith(_ITEM_PREFIX) and "decision" in row:
+                decision = ReviewDecision.model_validate_json(row["decision"]["S"])
+                decisions[decision.item_id] = decision
+        return StoredReview(
+            task=ReviewTask.model_validate_json(head["task"]["S"]),
+            identity=head["identity"]["S"],
+            state=ReviewState(head["state"]["S"]),
+            decisions=decisions,
+            reminder_sent_at=_parse_time(head.get("reminder_sent_at", {}).get("S")),
+            resumed_at=_parse_time(head.get("resumed_at", {}).get("S")),
+        )
+
+    def resume_handle(self, review_id: str) -> str | None:
+        row = self.client.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": review_id}, "sk": {"S": _REVIEW_SK}},
+            ProjectionExpression="resume_handle",
+            ConsistentRead=True,
+        ).get("Item")
+        return row["resume_handle"]["S"] if row and "resume_handle" in row else None
+
+    def decide(self, review_id: str, decision: ReviewDecision, now: datetime) -> DecideResult:
+        item_key = {"pk": {"S": review_id}, "sk": {"S": _ITEM_PREFIX + decision.item_id}}
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.table,
+                            "Key": {"pk": {"S": review_id}, "sk": {"S": _REVIEW_SK}},
+                            "ConditionExpression": "#state = :pending AND expires_at > :now",
+                            "ExpressionAttributeNames": {"#state": "state"},
+                            "ExpressionAttributeValues": {
+                                ":pending": {"S": ReviewState.PENDING.value},
+                                ":now": {"N": str(int(_ts(now)))},
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": item_key,
+                            "UpdateExpression": "SET #state = :decided, decision = :decision",
+                            "ConditionExpression": "#state = :pending",
+                            "ExpressionAttributeNames": {"#state": "state"},
+                            "ExpressionAttributeValues": {
+                                ":pending": {"S": ReviewState.PENDING.value},
+                                ":decided": {"S": ReviewState.DECIDED.value},
+                                ":decision": {"S": decision.model_dump_json()},
+                            },
+                        }
+                    },
+                ]
+            )
+            return DecisionApplied(decision)
+        except self.client.exceptions.TransactionCanceledException:
+            pass
+        row = self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True).get("Item")
+        head = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": review_id}, "sk": {"S": _REVIEW_SK}}, ConsistentRead=True
+        ).get("Item")
+        if row is None or head is None:
+            raise UnknownReviewError(f"no item {decision.item_id!r} in review {review_id!r}")
+        if "decision" in row:
+            return AlreadyDecided(ReviewDecision.model_validate_json(row["decision"]["S"]))
+        state = ReviewState(head["state"]["S"])
+        return ReviewClosed(ReviewState.EXPIRED if state is ReviewState.PENDING else state)
+
+    def _conditional_update(self, review_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": review_id}, "sk": {"S": _REVIEW_SK}},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if "#state" in update + condition:
+            kwargs["ExpressionAttributeNames"] = {"#state": "state"}
+        try:
+            self.client.update_item(**kwargs)
+            return True
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def close_if_decided(self, review_id: str) -> bool:
+        rows = self._query(review_id)
+        if any(r["sk"]["S"].startswith(_ITEM_PREFIX) and r["state"]["S"] != ReviewState.DECIDED.value for r in rows):
+            return False
+        # Decisions are final, so "all decided" read after our own write stays true; the conditional write on the
+        # batch makes exactly one of several concurrent last deciders the one that resumes the workflow.
+        return self._conditional_update(
+            review_id,
+            "SET #state = :decided",
+            "#state = :pending",
+            {":pending": {"S": ReviewState.PENDING.value}, ":decided": {"S": ReviewState.DECIDED.value}},
+        )
+
+    def expire(self, review_id: str) -> bool:
+        return self._conditional_update(
+            review_id,
+            "SET #state = :expired",
+            "#state = :pending",
+            {":pending": {"S": ReviewState.PENDING.value}, ":expired": {"S": ReviewState.EXPIRED.value}},
+        )
+
+    def mark_reminded(self, review_id: str, now: datetime) -> bool:
+        return self._conditional_update(
+            review_id,
+            "SET reminder_sent_at = :now",
+            "attribute_exists(pk) AND attribute_not_exists(reminder_sent_at)",
+            {":now": {"S": now.isoformat()}},
+        )
+
+    def mark_resumed(self, review_id: str, now: datetime) -> None:
+        self._conditional_update(
+            review_id, "SET resumed_at = :now", "attribute_exists(pk)", {":now": {"S": now.isoformat()}}
+        )
+
+    def open_reviews(self) -> list[StoredReview]:
+        # A scan with a filter is fine for the few hundred open batches a brand has; a sparse GSI can replace it.
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "sk = :review AND (#state = :pending OR (#state = :decided AND "
+            "attribute_not_exists(resumed_at)))",
+            "ProjectionExpression": "pk",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {
+                ":review": {"S": _REVIEW_SK},
+                ":pending": {"S": ReviewState.PENDING.value},
+                ":decided": {"S": ReviewState.DECIDED.value},
+            },
+        }
+        ids: list[str] = []
+        while True:
+            page = self.client.scan(**kwargs)
+            ids.extend(row["pk"]["S"] for row in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [review for review in (self.get(review_id) for review_id in ids) if review is not None]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def decisions_in_item_order(review: StoredReview) -> tuple[ReviewDecision, ...]:
+    return tuple(review.decisions[i.item_id] for i in review.task.items if i.item_id in review.decisions)
+
+
+def outcome_json(review: StoredReview) -> str:
+    """The decisions JSON the workflow resumes with (compact; Step Functions output is capped at 256 KB)."""
+    outcome = ReviewOutcome(
+        review_id=review.review_id,
+        state=review.state,
+        decisions=decisions_in_item_order(review),
+        pending_item_ids=tuple(item.item_id for item in review.pending_items),
+    )
+    return json.dumps(outcome.model_dump(mode="json"), separators=(",", ":"))

@@ -1,0 +1,361 @@
+"""The review Lambdas against moto: a real `.waitForTaskToken` execution, DynamoDB conditional writes, the SES
+outbox, Secrets Manager keys and S3 presigned images. The task token must reach Step Functions and nothing else.
+"""
+
+import email
+import io
+import json
+import logging
+import time
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+
+from functions.handlers import review_api, review_common, review_notify, review_schedule
+from functions.review.signing import LinkParams, SigningKeys
+
+REGION = "eu-west-1"
+SENDER = "review@brand.example.com"
+REVIEWER = "buyer@brand.example.com"
+TABLE = "catalog-reviews"
+BUCKET = "catalog-outputs"
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "review"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{DEFAULT_ACCOUNT_ID}:function:review"
+    aws_request_id: str = "req-1"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "REVIEW_TABLE_NAME": TABLE,
+        "REVIEW_KEYS_SECRET_ID": "catalog/review-keys",
+        "REVIEW_SENDER": SENDER,
+        "REVIEW_BASE_URL": "https://api.example.com/prod",
+        "REVIEW_LINK_TTL_SECONDS": "7200",
+        "REVIEW_REMIND_BEFORE_SECONDS": "3600",
+        "POWERTOOLS_SERVICE_NAME": "review",
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    with mock_aws(config=config):
+        review_common.reset()
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="catalog/review-keys", SecretString=SigningKeys.generate("k1").to_json()
+        )
+        boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        for sku in ("SKU-1", "SKU-2"):
+            for kind in ("original", "packshot"):
+                s3.put_object(Bucket=BUCKET, Key=f"{sku}/front.{kind}.jpg", Body=b"\xff\xd8 fake jpeg")
+        yield
+        review_common.reset()
+
+
+def _items():
+    return [
+        {
+            "item_id": f"i{n}",
+            "sku": sku,
+            "original": f"s3://{BUCKET}/{sku}/front.original.jpg",
+            "generated": f"s3://{BUCKET}/{sku}/front.packshot.jpg",
+            "job_kind": "packshot",
+            "flags": [{"code": "touches_edge", "message": "Touches the edge."}] if n == 1 else [],
+        }
+        for n, sku in ((1, "SKU-1"), (2, "SKU-2"))
+    ]
+
+
+def _start_waiting_execution() -> tuple[str, dict]:
+    """A state machine whose review task waits for a task token; the token reaches us the way it reaches a task."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="review-requests")["QueueUrl"]
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")
+    definition = {
+        "StartAt": "HumanReview",
+        "States": {
+            "HumanReview": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {
+                    "QueueUrl": queue,
+                    "MessageBody": {
+                        "task_token.$": "$$.Task.Token",
+                        "brand": "acme",
+                        "reviewers": [REVIEWER],
+                        "items.$": "$.items",
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = sfn.create_state_machine(
+        name="catalog-review", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"items": _items()}))["executionArn"]
+    for _ in range(40):
+        messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
+        if messages:
+            return execution, json.loads(messages[0]["Body"])
+        time.sleep(0.25)
+    raise AssertionError("the review task never sent its token")
+
+
+def _execution_status(execution: str, until_not: str = "RUNNING") -> dict:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    for _ in range(40):
+        described = sfn.describe_execution(executionArn=execution)
+        if described["status"] != until_not:
+            return described
+        time.sleep(0.25)
+    return described
+
+
+def _sent_mail() -> list[email.message.Message]:
+    backend = ses_backends[DEFAULT_ACCOUNT_ID][REGION]
+    return [email.message_from_string(m.raw_data) for m in backend.sent_messages]
+
+
+def _api_event(
+    method: str,
+    path: str,
+    query: dict | None = None,
+    body: str | None = None,
+    content_type: str = "",
+    authorizer: dict | None = None,
+) -> dict:
+    parts = path.strip("/").split("/")
+    resource, params = "/" + parts[0], {}
+    names = ["review_id", "image", "item_id", "kind"] if parts[0] == "review" else ["name"]
+    for name, value in zip(names, parts[1:], strict=False):
+        resource += "/image" if name == "image" else "/{" + name + "}"
+        if name != "image":
+            params[name] = value
+    headers = {"Content-Type": content_type} if content_type else {}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
+        "pathParameters": params,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": DEFAULT_ACCOUNT_ID,
+            "stage": "prod",
+            "requestId": "r-1",
+            "httpMethod": method,
+            "path": "/prod" + path,
+            "resourcePath": resource,
+            "identity": {"sourceIp": "203.0.113.9"},
+            **({"authorizer": authorizer} if authorizer else {}),
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def _link_params(message: email.message.Message) -> tuple[str, dict[str, str]]:
+    text = next(part for part in message.walk() if part.get_content_type() == "text/plain").get_payload(decode=True)
+    link = next(line for line in text.decode().splitlines() if line.startswith("https://api.example.com/prod/review/"))
+    url = urllib.parse.urlsplit(link)
+    return url.path.rsplit("/", 1)[1], dict(urllib.parse.parse_qsl(url.query))
+
+
+@pytest.fixture
+def log_output():
+    """Every log line as the Lambda would write it: Powertools' JSON formatter, on its logger and on the root."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(review_notify.logger.registered_formatter)
+    loggers = [logging.getLogger("review"), logging.getLogger()]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield stream
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+def _notify(body: dict, logs_stream) -> tuple[str, dict[str, str], str]:
+    result = review_notify.lambda_handler(body, FakeContext())
+    logs = logs_stream.getvalue()
+    review_id, query = _link_params(_sent_mail()[-1])
+    assert review_id == result["review_id"]
+    return review_id, query, logs
+
+
+def _csrf(review_id: str, query: dict[str, str]) -> str:
+    return review_common.review_service().csrf(LinkParams.from_fields(review_id, query))
+
+
+def _decide(review_id: str, query: dict, decisions: list[dict]) -> dict:
+    body = json.dumps({**query, "csrf": _csrf(review_id, query), "decisions": decisions})
+    event = _api_event("POST", f"/review/{review_id}", body=body, content_type="application/json")
+    return review_api.lambda_handler(event, FakeContext())
+
+
+def test_notify_stores_the_token_server_side_emails_one_link_and_never_logs_the_token(aws, log_output):
+    # Given an execution waiting at the review task
+    execution, body = _start_waiting_execution()
+    token = body["task_token"]
+    # When the notify handler runs with the task's input
+    review_id, query, logs = _notify(body, log_output)
+    # Then one email went out, with both parts, a link carrying only e/k/s, and no token anywhere
+    mails = _sent_mail()
+    assert len(mails) == 1 and mails[0]["To"] == REVIEWER and "2 images to review for acme" in mails[0]["Subject"]
+    assert {p.get_content_type() for p in mails[0].walk()} >= {"text/plain", "text/html"}
+    assert set(query) == {"e", "k", "s"}
+    assert token not in mails[0].as_string() and token not in logs and review_id in logs
+    # And the token is in DynamoDB, beside the review, for the resume
+    row = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=TABLE, Key={"pk": {"S": review_id}, "sk": {"S": "review"}}
+    )["Item"]
+    assert row["resume_handle"]["S"] == token and row["state"]["S"] == "pending"
+    assert _execution_status(execution)["status"] == "RUNNING"
+
+
+def test_get_changes_nothing_and_decisions_resume_the_execution_exactly_once(aws, log_output):
+    execution, body = _start_waiting_execution()
+    review_id, query, _ = _notify(body, log_output)
+
+    # When the page is fetched (a mail scanner would), Then it renders with presigned S3 images and strict headers
+    page = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}", query), FakeContext())
+    headers = page["multiValueHeaders"] if "multiValueHeaders" in page else page["headers"]
+    flat = {k: (v[0] if isinstance(v, list) else v) for k, v in headers.items()}
+    assert page["statusCode"] == 200 and "X-Amz-Signature" in page["body"] and body["task_token"] not in page["body"]
+    assert flat["Cache-Control"] == "no-store" and "frame-ancestors 'none'" in flat["Content-Security-Policy"]
+    assert f"https://{BUCKET}.s3" in flat["Content-Security-Policy"]
+    assert _execution_status(execution)["status"] == "RUNNING"
+
+    # When one item is rejected and the other approved (by an SSO user), and the approval is clicked again
+    first = _decide(review_id, query, [{"item_id": "i1", "verdict": "rejected", "reason": "artefacts", "note": "halo"}])
+    second = _decide(review_id, query, [{"item_id": "i2", "verdict": "approved"}])
+    again = _decide(review_id, query, [{"item_id": "i2", "verdict": "rejected", "reason": "other"}])
+
+    # Then each decision applied once, the second click is told who decided, and the execution resumed with both
+    assert first["statusCode"] == 200 and second["statusCode"] == 200 and again["statusCode"] == 409
+    assert json.loads(again["body"])["results"][0]["status"] == "already_decided"
+    done = _execution_status(execution)
+    assert done["status"] == "SUCCEEDED"
+    output = json.loads(done["output"])
+    assert output["state"] == "decided" and [d["verdict"] for d in output["decisions"]] == ["rejected", "approved"]
+    assert {d["reviewer"] for d in output["decisions"]} == {REVIEWER}
+
+
+def test_sso_claims_are_recorded_as_the_reviewer(aws, log_output):
+    _, body = _start_waiting_execution()
+    review_id, query, _ = _notify(body, log_output)
+    csrf = _csrf(review_id, query)
+    event = _api_event(
+        "POST",
+        f"/review/{review_id}",
+        body=urllib.parse.urlencode({**query, "csrf": csrf, "item_id": "i1", "verdict": "approved"}),
+        content_type="application/x-www-form-urlencoded",
+        authorizer={"claims": {"email": "ann@brand.example.com", "sub": "abc"}},
+    )
+    response = review_api.lambda_handler(event, FakeContext())
+    assert response["statusCode"] == 200 and "sso:ann@brand.example.com" in response["body"]
+    stored = review_common.review_service().store.get(review_id)
+    assert stored.decisions["i1"].reviewer == "sso:ann@brand.example.com"
+
+
+def test_tampered_link_is_403_and_the_image_route_redirects_to_a_presigned_url(aws, log_output):
+    _, body = _start_waiting_execution()
+    review_id, query, _ = _notify(body, log_output)
+    bad = dict(query, e=str(int(query["e"]) + 60))
+    refused = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}", bad), FakeContext())
+    image = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}/image/i1/preview", query), FakeContext())
+    location = image.get("headers", {}).get("Location") or image["multiValueHeaders"]["Location"][0]
+    assert refused["statusCode"] == 403 and image["statusCode"] == 302
+    assert "X-Amz-Expires=300" in location and "SKU-1/front.packshot.jpg" in location
+
+
+def test_a_closed_execution_gives_an_already_closed_page_not_a_500(aws, log_output):
+    execution, body = _start_waiting_execution()
+    review_id, query, _ = _notify(body, log_output)
+    # Given the execution closed meanwhile (moto keeps no token state for a stopped one, so close it by its token)
+    boto3.client("stepfunctions", region_name=REGION).send_task_success(taskToken=body["task_token"], output="{}")
+    assert _execution_status(execution)["status"] == "SUCCEEDED"
+    _decide(review_id, query, [{"item_id": "i1", "verdict": "approved"}])
+    last = _decide(review_id, query, [{"item_id": "i2", "verdict": "approved"}])
+    assert last["statusCode"] == 410 and "already closed" in json.loads(last["body"])["error"]
+    assert review_common.review_service().store.get(review_id).resumed_at is not None  # not retried for ever
+
+
+def test_schedule_reminds_once_then_expires_with_send_task_failure(aws, log_output, monkeypatch):
+    execution, body = _start_waiting_execution()
+    review_id, _, _ = _notify(body, log_output)
+    service = review_common.review_service()
+    start = datetime.now(UTC)
+
+    # When the sweep runs 70 minutes in (within an hour of expiry), twice
+    monkeypatch.setattr(service, "clock", lambda: start + timedelta(minutes=70))
+    first = review_schedule.lambda_handler({}, FakeContext())
+    second = review_schedule.lambda_handler({}, FakeContext())
+    # Then exactly one reminder went out, and it is recorded
+    reminders = [m for m in _sent_mail() if " ".join(m["Subject"].split()).startswith("Reminder: ")]
+    assert first["reminded"] == [review_id] and second["reminded"] == [] and len(reminders) == 1
+    assert service.store.get(review_id).reminder_sent_at is not None
+
+    # When the sweep runs after the expiry
+    monkeypatch.setattr(service, "clock", lambda: start + timedelta(hours=3))
+    expired = review_schedule.lambda_handler({}, FakeContext())
+    logs = log_output.getvalue()
+    # Then the batch is expired and the execution failed with ReviewExpired, the token never logged
+    described = _execution_status(execution)
+    assert expired["expired"] == [review_id] and service.store.get(review_id).state.value == "expired"
+    assert described["status"] == "FAILED" and described.get("error") == "ReviewExpired"
+    assert body["task_token"] not in logs and review_id in logs
+
+
+def test_dynamodb_store_applies_a_decision_once(aws):
+    from functions.review.store import AlreadyDecided, DecisionApplied, DynamoDBReviewStore
+    from schemas.review import ReviewDecision, ReviewItem, ReviewTask, Verdict
+
+    store = DynamoDBReviewStore(boto3.client("dynamodb", region_name=REGION), TABLE)
+    now = datetime.now(UTC)
+    task = ReviewTask(
+        review_id="R" * 32,
+        brand="acme",
+        reviewers=(REVIEWER,),
+        items=tuple(ReviewItem.model_validate(item) for item in _items()),
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+    store.create(task, REVIEWER, None)
+    decision = ReviewDecision(item_id="i1", verdict=Verdict.APPROVED, reviewer=REVIEWER, decided_at=now)
+    other = decision.model_copy(update={"reviewer": "someone-else"})
+    assert isinstance(store.decide(task.review_id, decision, now), DecisionApplied)
+    second = store.decide(task.review_id, other, now)
+    assert isinstance(second, AlreadyDecided) and second.decision.reviewer == REVIEWER
+    assert not store.close_if_decided(task.review_id)  # i2 still pending
+    late = store.decide(task.review_id, decision.model_copy(update={"item_id": "i2"}), now + timedelta(hours=2))
+    assert type(late).__name__ == "ReviewClosed"
