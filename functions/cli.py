@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from schemas import ManifestEntry, Status
+from schemas import JobResult, ManifestEntry, Status
 
 app = typer.Typer(
     help="Catalog image processor: product photos in, catalog-ready images out.",
@@ -111,19 +111,38 @@ def run(
     reviewer: Annotated[str, typer.Option(help="Reviewer's address, recorded with each decision.")] = (
         "reviewer@example.com"
     ),
+    jobs: Annotated[
+        str,
+        typer.Option(
+            help="What to make, comma-separated: packshot, ghost_mannequin, try_on, lifestyle. "
+            "A SKU's product.json `jobs` wins for that SKU."
+        ),
+    ] = "packshot",
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="GPU job weights: `tiny` (random tiny models: noise, to try the flow) or a model config JSON."
+        ),
+    ] = None,
+    brand_profile: Annotated[
+        Path | None, typer.Option(help="Brand profile JSON (adapters, prompts, model library) for GPU jobs.")
+    ] = None,
 ) -> None:
     """Turn a folder of product photos into cutouts and catalog packshots, with a manifest and a report."""
     from .errors import ConfigurationError
     from .intake import IntakeLimits
+    from .local_jobs import gpu_jobs_in, load_brand_profile, load_model_config, parse_jobs
     from .local_run import (
         MANIFEST_NAME,
         REPORT_NAME,
         RunSettings,
         build_remover,
+        count_gpu_jobs,
         discover_inputs,
         load_previous_manifest,
         remove_stale_outputs,
         run_batch,
+        run_job_stage,
         write_manifest,
     )
     from .report import write_report
@@ -149,8 +168,22 @@ def run(
             limits=IntakeLimits(max_pixels=int(max_megapixels * 1_000_000)),
             workers=workers or os.cpu_count() or 1,
             force=force,
+            jobs=parse_jobs(jobs),
+            models=models,
+            brand_profile=load_brand_profile(brand_profile),
         )
         settings.packshot_settings()  # validates preset/format combinations
+        if models is not None:
+            load_model_config(models)  # a bad config or a missing gpu extra stops the run here, not mid-batch
+        elif gpu_jobs_in(settings.jobs):
+            raise ConfigurationError(
+                "--jobs asks for GPU jobs: add --models tiny (random tiny models, to try the flow) "
+                "or --models CONFIG.json (real weights)."
+            )
+        if review is not ReviewChoice.NONE:
+            from pydantic import EmailStr, TypeAdapter
+
+            TypeAdapter(EmailStr).validate_python(reviewer)
         # Build the engine once here so a missing model stops the run before any work, with one clear message.
         build_remover(settings, threads=1)
     except (ConfigurationError, ValueError) as error:
@@ -185,6 +218,24 @@ def run(
         entries = run_batch(photos, out, settings, on_done=on_done)
         progress.update(task, description="Done")
 
+        # GPU jobs run one at a time in this process, standing in for the endpoint (one GPU).
+        job_count = count_gpu_jobs(entries)
+        if job_count:
+            gpu_task = progress.add_task("GPU jobs", total=job_count, failed=0)
+            gpu_failed = 0
+
+            def on_job(result: JobResult) -> None:
+                nonlocal gpu_failed
+                gpu_failed += result.status is Status.FAILED
+                progress.update(gpu_task, advance=1, failed=gpu_failed, description=f"GPU {result.kind.value}")
+
+            try:
+                entries = run_job_stage(photos, entries, out, settings, on_done=on_job)
+            except ConfigurationError as error:
+                raise _usage_error(str(error)) from error
+            progress.update(gpu_task, description="GPU jobs done")
+            failed = sum(entry.status is Status.FAILED for entry in entries)
+
     # 4. Write the manifest and the report, and say what happened.
     remove_stale_outputs(out, previous, entries)
     manifest = write_manifest(out, input_dir.resolve(), settings, started, entries)
@@ -194,6 +245,7 @@ def run(
     # 5. Human review, then publish what was approved. The exit status stays about processing.
     from datetime import timedelta
 
+    from .local_jobs import review_items_for_jobs
     from .review.local_flow import ReviewMode, review_run
 
     def show_link(link: str, email: str) -> None:
@@ -209,6 +261,7 @@ def run(
             reviewer=reviewer,
             timeout=timedelta(seconds=review_timeout),
             port=review_port,
+            extra_items=review_items_for_jobs(entries, out),
             on_link=show_link,
         )
     except ValueError as error:  # e.g. an invalid --reviewer address

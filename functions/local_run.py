@@ -19,8 +19,11 @@ from pydantic import ValidationError
 
 from schemas import (
     Box,
+    BrandProfile,
     Cutout,
     IntakeInfo,
+    JobKind,
+    JobResult,
     ManifestEntry,
     ProcessingError,
     ProductSidecar,
@@ -31,8 +34,9 @@ from schemas import (
 
 from .background import BackgroundRemover, background_remover_from_spec
 from .encoding import encode_image, extension_for
-from .errors import CatalogError
+from .errors import CatalogError, ConfigurationError
 from .intake import IntakeLimits
+from .local_jobs import DEFAULT_BRAND, apply_results, build_requests, gpu_jobs_in, jobs_for, relative_to_out
 from .packshot import PackshotPreset, PackshotSettings
 from .pipeline import ProcessedPhoto, process_photo
 
@@ -68,6 +72,9 @@ class RunSettings:
     limits: IntakeLimits = field(default_factory=IntakeLimits)
     workers: int = 1
     force: bool = False
+    jobs: tuple[JobKind, ...] = (JobKind.PACKSHOT,)  # default per photo; a sidecar's `jobs` wins for its SKU
+    models: str | None = None  # `tiny` or a model config file; needed only for GPU jobs
+    brand_profile: BrandProfile = DEFAULT_BRAND
 
     def packshot_settings(self) -> PackshotSettings:
         return PackshotSettings(
@@ -86,6 +93,9 @@ class RunSettings:
             fill_ratio=self.fill_ratio,
             output_format=self.packshot_settings().resolved_format,
             quality=self.quality,
+            jobs=self.jobs,
+            models=self.models,
+            brand=self.brand_profile.brand,
         )
 
     def fingerprint(self) -> str:
@@ -94,6 +104,7 @@ class RunSettings:
             "tool": tool_version(),
             "options": self.run_options().model_dump(mode="json"),
             "limits": asdict(self.limits),
+            "brand_profile": self.brand_profile.model_dump(mode="json"),
         }
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -192,33 +203,33 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
-def _failed(photo: InputPhoto, settings_fp: str, error: ProcessingError, sha: str | None) -> ManifestEntry:
+def _failed(photo: InputPhoto, settings: RunSettings, error: ProcessingError, sha: str | None) -> ManifestEntry:
     return ManifestEntry(
         source=photo.source,
         sku=photo.sku,
         status=Status.FAILED,
         error=error,
         content_sha256=sha,
-        settings_fingerprint=settings_fp,
+        settings_fingerprint=settings.fingerprint(),
+        requested_jobs=jobs_for(photo.sidecar, settings.jobs),
     )
 
 
 def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remover: BackgroundRemover) -> ManifestEntry:
     """Process one input file and write its outputs; any per-file problem becomes a failed entry."""
-    fingerprint = settings.fingerprint()
     if photo.sidecar_error:
-        return _failed(photo, fingerprint, photo.sidecar_error, None)
+        return _failed(photo, settings, photo.sidecar_error, None)
     try:
         data = photo.path.read_bytes()
     except OSError as error:
-        return _failed(photo, fingerprint, ProcessingError(code="unreadable", message=f"{photo.source}: {error}"), None)
+        return _failed(photo, settings, ProcessingError(code="unreadable", message=f"{photo.source}: {error}"), None)
     sha = hashlib.sha256(data).hexdigest()
 
     try:
         packshot_settings = settings.packshot_settings()
         result = process_photo(data, photo.source, remover, packshot_settings, settings.limits)
     except CatalogError as error:
-        return _failed(photo, fingerprint, ProcessingError(code=error.code, message=error.message), sha)
+        return _failed(photo, settings, ProcessingError(code=error.code, message=error.message), sha)
 
     fmt = packshot_settings.resolved_format
     outputs = {
@@ -233,6 +244,11 @@ def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remov
         encode_image(result.packshot.image, fmt, quality=packshot_settings.quality),
     )
     outputs.update(_write_thumbnails(out_dir, photo.output_stem, result))
+    requested = jobs_for(photo.sidecar, settings.jobs)
+    if JobKind.GHOST_MANNEQUIN in requested:
+        # The ghost-mannequin job needs the photo with its mannequin, as intake normalised it (sRGB, upright).
+        outputs["normalised"] = f"{photo.output_stem}.normalised.png"
+        _write_atomically(out_dir / outputs["normalised"], encode_image(result.normalised.image, "png"))
 
     info = result.normalised.info
     box = result.background.mask.getbbox()
@@ -243,7 +259,8 @@ def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remov
         sku=photo.sku,
         status=Status.SUCCEEDED,
         content_sha256=sha,
-        settings_fingerprint=fingerprint,
+        settings_fingerprint=settings.fingerprint(),
+        requested_jobs=requested,
         outputs=outputs,
         checks=result.checks,
         intake=IntakeInfo.model_validate(info.model_dump()),
@@ -298,6 +315,9 @@ def _reusable(previous: ManifestEntry | None, photo: InputPhoto, out_dir: Path, 
         return False
     if photo.sidecar_error or not all((out_dir / path).is_file() for path in previous.outputs.values()):
         return False
+    job_outputs = [relative_to_out(output.uri, out_dir) for job in previous.jobs for output in job.outputs]
+    if not all((out_dir / path).is_file() for path in job_outputs):
+        return False
     try:
         return hashlib.sha256(photo.path.read_bytes()).hexdigest() == previous.content_sha256
     except OSError:
@@ -333,10 +353,10 @@ def _process_in_worker(photo: InputPhoto, out_dir: Path) -> ManifestEntry:
     return process_input(photo, out_dir, _worker_settings, _worker_remover)
 
 
-def _unexpected_failure(photo: InputPhoto, fingerprint: str, error: BaseException) -> ManifestEntry:
+def _unexpected_failure(photo: InputPhoto, settings: RunSettings, error: BaseException) -> ManifestEntry:
     # A bug or a crashed worker must not take the batch down; the file is reported and the rest go on.
     message = f"{photo.source}: processing stopped unexpectedly ({type(error).__name__}: {error})."
-    return _failed(photo, fingerprint, ProcessingError(code="internal_error", message=message), None)
+    return _failed(photo, settings, ProcessingError(code="internal_error", message=message), None)
 
 
 def run_batch(
@@ -358,14 +378,14 @@ def run_batch(
         else:
             pending.append((index, photo))
 
-    for index, entry in _process_all(pending, out_dir, settings, fingerprint):
+    for index, entry in _process_all(pending, out_dir, settings):
         results[index] = entry
         on_done(entry)
     return [results[i] for i in range(len(photos))]
 
 
 def _process_all(
-    pending: list[tuple[int, InputPhoto]], out_dir: Path, settings: RunSettings, fingerprint: str
+    pending: list[tuple[int, InputPhoto]], out_dir: Path, settings: RunSettings
 ) -> Iterator[tuple[int, ManifestEntry]]:
     if not pending:
         return
@@ -377,7 +397,7 @@ def _process_all(
             try:
                 yield index, process_input(photo, out_dir, settings, remover)
             except Exception as error:
-                yield index, _unexpected_failure(photo, fingerprint, error)
+                yield index, _unexpected_failure(photo, settings, error)
         return
 
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(settings, threads)) as pool:
@@ -393,7 +413,7 @@ def _process_all(
                 try:
                     yield index, future.result()
                 except Exception as error:
-                    yield index, _unexpected_failure(photo, fingerprint, error)
+                    yield index, _unexpected_failure(photo, settings, error)
                 for item in _take(queue, 1):
                     running[pool.submit(_process_in_worker, item[1], out_dir)] = item
 
@@ -404,6 +424,47 @@ def _take(iterator: Iterator[tuple[int, InputPhoto]], count: int) -> Iterable[tu
         if item is None:
             return
         yield item
+
+
+def run_job_stage(
+    photos: list[InputPhoto],
+    entries: list[ManifestEntry],
+    out_dir: Path,
+    settings: RunSettings,
+    on_done: Callable[[JobResult], None] = lambda result: None,
+) -> list[ManifestEntry]:
+    """Run the GPU jobs of every photo whose packshot stage succeeded (and was not reused), in this process."""
+    from .local_jobs import run_gpu_jobs
+
+    fingerprint = settings.fingerprint()
+    plans = []
+    for index, (photo, entry) in enumerate(zip(photos, entries, strict=True)):
+        if entry.status is Status.SUCCEEDED and not entry.reused and gpu_jobs_in(entry.requested_jobs):
+            requests = build_requests(
+                entry,
+                photo.sidecar,
+                entry.requested_jobs,
+                out_dir,
+                photo.output_stem,
+                settings.brand_profile,
+                fingerprint,
+            )
+            plans.append((index, requests))
+    if not plans:
+        return entries
+    if settings.models is None:
+        raise ConfigurationError(
+            "GPU jobs need --models: `tiny` (random tiny models, to try the flow) or a config file."
+        )
+    results = run_gpu_jobs([request for _, requests in plans for request in requests], settings.models, on_done)
+    updated = list(entries)
+    for index, requests in plans:
+        updated[index] = apply_results(entries[index], [results[request.job_id] for request in requests])
+    return updated
+
+
+def count_gpu_jobs(entries: list[ManifestEntry]) -> int:
+    return sum(len(gpu_jobs_in(e.requested_jobs)) for e in entries if e.status is Status.SUCCEEDED and not e.reused)
 
 
 def remove_stale_outputs(out_dir: Path, previous: dict[str, ManifestEntry], entries: list[ManifestEntry]) -> None:
@@ -425,6 +486,7 @@ def write_manifest(
         started_at=started,
         finished_at=datetime.now(UTC),
         input_root=str(input_root),
+        output_root=str(out_dir.resolve()),
         options=settings.run_options(),
         entries=tuple(entries),
     )

@@ -9,7 +9,12 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from schemas import ManifestEntry, RunManifest, Severity, Status
+from schemas import JobResult, ManifestEntry, RunManifest, Severity, Status
+
+TINY_MODELS_NOTE = (
+    "These images were made with tiny random models (--models tiny): they are noise by design. They show that the "
+    "flow works end to end, not what real weights would paint."
+)
 
 _STYLE = """
 :root { color-scheme: light; font-family: system-ui, -apple-system, "Segoe UI", sans-serif; }
@@ -54,7 +59,28 @@ def _figure(entry: ManifestEntry, thumb: str, full: str, caption: str, checker: 
     )
 
 
-def _photo_card(entry: ManifestEntry) -> str:
+def _relative(uri: str, out_dir: str) -> str:
+    """`file:///abs/OUT/x.png` -> `x.png` when under OUT (the report sits in OUT), else the URI as is."""
+    prefix = "file://" + out_dir.rstrip("/") + "/"
+    return uri[len(prefix) :] if uri.startswith(prefix) else uri
+
+
+def _job_figures(result: JobResult, out_dir: str) -> str:
+    if result.status is Status.FAILED:
+        reason = result.error.message if result.error else "no reason given"
+        return f'<p class="notes"><b>{escape(result.kind.value)}</b> failed: {escape(reason)}</p>'
+    figures = []
+    for output in result.outputs:
+        href = _href(_relative(output.uri, out_dir))
+        caption = f"{result.kind.value}" + (f" · seed {output.seed}" if output.seed is not None else "")
+        figures.append(
+            f'<figure><a href="{href}"><img class="checker" src="{href}" alt="{escape(caption)}" loading="lazy"></a>'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
+    return "".join(figures)
+
+
+def _photo_card(entry: ManifestEntry, out_dir: str = "") -> str:
     flags = "".join(
         f'<li class="{"warning" if flag.severity is Severity.WARNING else "info"}">'
         f"<code>{escape(flag.code)}</code> {escape(flag.message)}</li>"
@@ -76,6 +102,11 @@ def _photo_card(entry: ManifestEntry) -> str:
             entry, "thumb_packshot", "packshot", "Packshot", checker=entry.outputs.get("packshot", "").endswith(".png")
         )
         + "</div>"
+        + (
+            '<div class="sheet">' + "".join(_job_figures(result, out_dir) for result in entry.jobs) + "</div>"
+            if entry.jobs
+            else ""
+        )
         + (f'<ul class="flags">{flags}</ul>' if flags else "")
         + "".join(f'<p class="notes">{escape(note)}</p>' for note in notes)
         + "</section>"
@@ -106,10 +137,20 @@ def render_report(manifest: RunManifest) -> str:
             f"<tbody>{rows}</tbody></table>"
         )
 
+    # Every photo with outputs gets a card, also one whose GPU job failed after its packshot was written.
     by_sku: dict[str, list[ManifestEntry]] = {}
-    for entry in succeeded:
-        by_sku.setdefault(entry.sku, []).append(entry)
-    cards = "".join(f"<h2>{escape(sku)}</h2>" + "".join(_photo_card(e) for e in group) for sku, group in by_sku.items())
+    for entry in entries:
+        if entry.outputs:
+            by_sku.setdefault(entry.sku, []).append(entry)
+    out_dir = manifest.output_root or ""
+    cards = "".join(
+        f"<h2>{escape(sku)}</h2>" + "".join(_photo_card(e, out_dir) for e in group) for sku, group in by_sku.items()
+    )
+    tiny = (
+        f'<p class="count" role="note">{escape(TINY_MODELS_NOTE)}</p>'
+        if manifest.options.models == "tiny" and any(e.jobs for e in entries)
+        else ""
+    )
 
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -127,7 +168,7 @@ def render_report(manifest: RunManifest) -> str:
         f'<div class="count failed"><b>{len(failed)}</b>failed</div>'
         f'<div class="count"><b>{flagged}</b>with warnings</div>'
         "</div>"
-        f"{failures}{cards}"
+        f"{tiny}{failures}{cards}"
         "</body></html>\n"
     )
 

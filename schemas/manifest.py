@@ -6,6 +6,8 @@ from pydantic import Field
 
 from ._base import Contract
 from .checks import QualityFlag
+from .jobs import JobResult
+from .product import JobKind
 from .records import Cutout as CutoutInfo
 from .records import IntakeInfo, ProcessingError, Status
 
@@ -24,6 +26,8 @@ class ManifestEntry(Contract):
     intake: IntakeInfo | None = None
     cutout: CutoutInfo | None = None
     reused: bool = Field(default=False, description="True when a previous run's outputs were kept.")
+    requested_jobs: tuple[JobKind, ...] = (JobKind.PACKSHOT,)
+    jobs: tuple[JobResult, ...] = Field(default=(), description="GPU job results, with output URIs and seeds.")
 
 
 class RunOptions(Contract):
@@ -33,6 +37,9 @@ class RunOptions(Contract):
     fill_ratio: float
     output_format: str
     quality: int
+    jobs: tuple[JobKind, ...] = (JobKind.PACKSHOT,)
+    models: str | None = Field(default=None, description="`tiny` or a model config path, when GPU jobs run.")
+    brand: str = "default"
 
 
 class RunManifest(Contract):
@@ -41,6 +48,7 @@ class RunManifest(Contract):
     started_at: datetime
     finished_at: datetime
     input_root: str
+    output_root: str | None = Field(default=None, description="Absolute output folder; job URIs point under it.")
     options: RunOptions
     entries: tuple[ManifestEntry, ...]
 

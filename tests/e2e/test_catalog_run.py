@@ -257,3 +257,42 @@ def test_real_sample_photos_become_packshots(samples_dir, tmp_path):
 
 def test_console_script_is_installed():
     assert shutil.which("catalog", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+
+
+def test_gpu_jobs_without_models_is_a_usage_error(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    result = catalog("run", tmp_path, "--out", tmp_path / "o", "--jobs", "packshot,lifestyle")
+    assert result.returncode == 2
+    assert "--models tiny" in result.stderr
+
+
+def test_sidecar_jobs_run_in_process_with_tiny_models_and_go_to_review(tmp_path):
+    # Given one SKU whose product.json asks for a lifestyle scene and a try-on
+    from functions.synthetic_photos import render_product_photo
+
+    sku = tmp_path / "in" / "DRESS-1"
+    sku.mkdir(parents=True)
+    render_product_photo("dress", (120, 60, 140), (244, 244, 242), size=(240, 320), seed=3).image.save(sku / "f.jpg")
+    (sku / "product.json").write_text('{"title": "Slip dress", "category": "dresses", "jobs": ["lifestyle", "try_on"]}')
+    out = tmp_path / "out"
+
+    # When it runs with tiny models and automatic approval
+    catalog("run", tmp_path / "in", "--out", out, "--size", "256", "--models", "tiny", "--review", "auto", check_exit=0)
+
+    # Then the manifest records both jobs with their outputs, written under OUT
+    [entry] = _manifest(out)["entries"]
+    assert entry["requested_jobs"] == ["packshot", "lifestyle", "try_on"]
+    kinds = {job["kind"]: job for job in entry["jobs"]}
+    assert set(kinds) == {"lifestyle", "try_on"}
+    for job in kinds.values():
+        assert job["status"] == "succeeded" and job["outputs"]
+        for output in job["outputs"]:
+            path = Path(output["uri"].removeprefix("file://"))
+            assert out.resolve() in path.parents and Image.open(path).size[0] > 0
+            assert output["seed"] is not None
+    # And the report says in plain words that tiny models paint noise
+    assert "noise by design" in (out / "report.html").read_text()
+    # And every generated image went through review with the packshot, and was published once approved
+    approved = [p for p in (out / "approved").rglob("*") if p.is_file()]
+    generated = sum(len(job["outputs"]) for job in entry["jobs"])
+    assert len(approved) == generated + 1
