@@ -85,7 +85,6 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from functions.synthetic_photos import render_product_photo
-
     from tests.tiny_onnx import export_tiny_segmentation_onnx
 
     work = Path(tempfile.mkdtemp(prefix="bench-background-"))
