@@ -1,0 +1,258 @@
+"""GPU jobs on a SageMaker asynchronous inference endpoint that scales to zero.
+
+The model is the `gpu_jobs` container image plus an optional model artefact; the endpoint config has an
+AsyncInferenceConfig (S3 output and failure paths, SNS success/error topics, one invocation per instance).
+Application Auto Scaling runs 0..N instances on `ApproximateBacklogSizePerInstance`, and a step policy on
+`HasBacklogWithoutCapacity` wakes it from zero. Three light Lambdas drive it: submit (`.waitForTaskToken`),
+outcome (SNS -> SendTaskSuccess/Failure) and the scheduled reconciler.
+"""
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from .config import DeployConfig
+from .lambdas import IMAGE_EXCLUDES, REPO_ROOT, image_function, light_code
+from .storage import ASYNC_FAILURE_PREFIX, ASYNC_OUTPUT_PREFIX, WORK_PREFIXES, Storage
+
+VARIANT = "AllTraffic"
+REQUEST_TTL = Duration.hours(2)  # queued requests wait this long for capacity (cold start from zero included)
+INVOCATION_TIMEOUT = Duration.minutes(20)  # one job on one GPU
+RECONCILE_GRACE = Duration.minutes(10)
+RECONCILE_EVERY = Duration.minutes(10)
+# The waiting task gives up only after the reconciler had its chance to settle the job.
+SUBMIT_TASK_TIMEOUT = Duration.seconds(
+    REQUEST_TTL.to_seconds() + INVOCATION_TIMEOUT.to_seconds() + RECONCILE_GRACE.to_seconds() + 2 * 600
+)
+BACKLOG_PER_INSTANCE_TARGET = 2.0
+
+
+class GpuEndpoint(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, storage: Storage, config: DeployConfig) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        work = storage.work
+        self.key = kms.Key(self, "Key", enable_key_rotation=True, description="GPU job tokens, topics, async I/O")
+        self.success_topic = sns.Topic(self, "JobSucceeded", master_key=self.key, enforce_ssl=True)
+        self.error_topic = sns.Topic(self, "JobFailed", master_key=self.key, enforce_ssl=True)
+
+        # 1. The model: the gpu_jobs container, weights from the artefact (or baked into the image).
+        image = ecr_assets.DockerImageAsset(
+            self,
+            "Image",
+            directory=str(REPO_ROOT),
+            file="gpu_jobs/Dockerfile",
+            exclude=IMAGE_EXCLUDES,
+            platform=ecr_assets.Platform.LINUX_AMD64,
+        )
+        self.model_role = iam.Role(
+            self,
+            "ModelRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="The GPU jobs container: its inputs and outputs in the work bucket, its topics, its logs",
+        )
+        image.repository.grant_pull(self.model_role)
+        work.grant_read(self.model_role, f"{WORK_PREFIXES['requests']}*")
+        work.grant_read(self.model_role, f"{WORK_PREFIXES['prepared']}*")
+        work.grant_read(self.model_role, f"{WORK_PREFIXES['outputs']}*")
+        work.grant_put(self.model_role, f"{WORK_PREFIXES['outputs']}*")
+        work.grant_put(self.model_role, f"{ASYNC_OUTPUT_PREFIX}*")
+        work.grant_put(self.model_role, f"{ASYNC_FAILURE_PREFIX}*")
+        self.success_topic.grant_publish(self.model_role)
+        self.error_topic.grant_publish(self.model_role)
+        self.key.grant_encrypt_decrypt(self.model_role)
+        self.model_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[stack.format_arn(service="logs", resource="log-group", resource_name="/aws/sagemaker/*")],
+            )
+        )
+        self.model_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
+            )
+        )
+        container: dict[str, object] = {
+            "image": image.image_uri,
+            "environment": {"GPU_JOBS_COMMERCIAL": "true" if config.commercial else "false"},
+        }
+        if config.model_artefact_s3_uri:
+            container["model_data_url"] = config.model_artefact_s3_uri
+            bucket, _, key = config.model_artefact_s3_uri.removeprefix("s3://").partition("/")
+            self.model_role.add_to_policy(
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=[f"arn:{stack.partition}:s3:::{bucket}/{key}"])
+            )
+        model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=self.model_role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(**container),  # type: ignore[arg-type]
+        )
+        model.node.add_dependency(self.model_role)
+
+        # 2. Async endpoint config and endpoint.
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "Config",
+            kms_key_id=self.key.key_arn,
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT,
+                    model_name=model.attr_model_name,
+                    instance_type=config.instance_type,
+                    initial_instance_count=1,  # SageMaker needs one to create it; auto scaling takes it to zero
+                    initial_variant_weight=1.0,
+                )
+            ],
+            async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
+                output_config=sagemaker.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
+                    s3_output_path=work.s3_url_for_object(ASYNC_OUTPUT_PREFIX.rstrip("/")),
+                    s3_failure_path=work.s3_url_for_object(ASYNC_FAILURE_PREFIX.rstrip("/")),
+                    kms_key_id=self.key.key_arn,
+                    notification_config=sagemaker.CfnEndpointConfig.AsyncInferenceNotificationConfigProperty(
+                        success_topic=self.success_topic.topic_arn,
+                        error_topic=self.error_topic.topic_arn,
+                    ),
+                ),
+                client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
+                    max_concurrent_invocations_per_instance=1
+                ),
+            ),
+        )
+        # A fixed lower-case name: IAM matches endpoint ARNs in lower case, so the submit policy can name it.
+        endpoint_name = f"{stack.stack_name.lower()}-gpu-jobs"[:63]
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=endpoint_name,
+            endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+        )
+        self.endpoint_name = self.endpoint.attr_endpoint_name
+
+        # 3. Scale 0..N on the backlog; wake from zero on HasBacklogWithoutCapacity.
+        scaling = appscaling.ScalableTarget(
+            self,
+            "Scaling",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=0,
+            max_capacity=config.max_instances,
+        )
+        scaling.node.add_dependency(self.endpoint)
+        dimensions = {"EndpointName": self.endpoint_name}
+        scaling.scale_to_track_metric(
+            "BacklogPerInstance",
+            target_value=BACKLOG_PER_INSTANCE_TARGET,
+            custom_metric=cloudwatch.Metric(
+                namespace="AWS/SageMaker",
+                metric_name="ApproximateBacklogSizePerInstance",
+                dimensions_map=dimensions,
+                statistic="Average",
+                period=Duration.minutes(1),
+            ),
+            scale_in_cooldown=Duration.minutes(10),
+            scale_out_cooldown=Duration.minutes(2),
+        )
+        scaling.scale_on_metric(
+            "WakeFromZero",
+            metric=cloudwatch.Metric(
+                namespace="AWS/SageMaker",
+                metric_name="HasBacklogWithoutCapacity",
+                dimensions_map=dimensions,
+                statistic="Average",
+                period=Duration.minutes(1),
+            ),
+            scaling_steps=[
+                appscaling.ScalingInterval(upper=0.5, change=0),
+                appscaling.ScalingInterval(lower=0.5, change=1),
+            ],
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=Duration.minutes(5),
+            evaluation_periods=1,
+        )
+
+        # 4. The job store: one item per attempt, holding the task token (hence the customer-managed key).
+        self.jobs = dynamodb.Table(
+            self,
+            "Jobs",
+            partition_key=dynamodb.Attribute(name="job_id", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute="expires_at",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        environment = {
+            "JOBS_TABLE_NAME": self.jobs.table_name,
+            "WORK_BUCKET": work.bucket_name,
+            "ENDPOINT_NAME": self.endpoint_name,
+            "REQUEST_TTL_SECONDS": str(int(REQUEST_TTL.to_seconds())),
+            "INVOCATION_TIMEOUT_SECONDS": str(int(INVOCATION_TIMEOUT.to_seconds())),
+            "RECONCILE_GRACE_SECONDS": str(int(RECONCILE_GRACE.to_seconds())),
+        }
+        self.submit = image_function(
+            self,
+            "Submit",
+            light_code("functions.handlers.submit_gpu_job.lambda_handler"),
+            description="Writes the GPU job request to S3, InvokeEndpointAsync, stores the task token",
+            environment=environment,
+        )
+        self.jobs.grant(self.submit, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
+        self.key.grant_encrypt_decrypt(self.submit)
+        work.grant_put(self.submit, f"{WORK_PREFIXES['requests']}*")
+        self.submit.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:InvokeEndpointAsync"],
+                resources=[stack.format_arn(service="sagemaker", resource="endpoint", resource_name=endpoint_name)],
+            )
+        )
+        self.outcome = image_function(
+            self,
+            "Outcome",
+            light_code("functions.handlers.gpu_job_outcome.lambda_handler"),
+            description="SageMaker async SNS notifications -> SendTaskSuccess / SendTaskFailure",
+            environment=environment,
+        )
+        self.outcome.add_event_source(sources.SnsEventSource(self.success_topic))
+        self.outcome.add_event_source(sources.SnsEventSource(self.error_topic))
+        self.reconcile = image_function(
+            self,
+            "Reconcile",
+            light_code("functions.handlers.reconcile_gpu_jobs.lambda_handler"),
+            description="Settles GPU jobs with no outcome after RequestTTL + invocation timeout",
+            environment=environment,
+            timeout=Duration.minutes(5),
+        )
+        events.Rule(
+            self,
+            "ReconcileSchedule",
+            schedule=events.Schedule.rate(RECONCILE_EVERY),
+            targets=[targets.LambdaFunction(self.reconcile)],
+        )
+        for function in (self.outcome, self.reconcile):
+            self.jobs.grant(function, "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan")
+            self.key.grant_encrypt_decrypt(function)
+            work.grant_read(function, f"{ASYNC_OUTPUT_PREFIX}*")
+            work.grant_read(function, f"{ASYNC_FAILURE_PREFIX}*")
+
+    def allow_resume(self, state_machine: sfn.IStateMachine) -> None:
+        """The outcome handler and the reconciler resume (or fail) the waiting task."""
+        state_machine.grant_task_response(self.outcome)
+        state_machine.grant_task_response(self.reconcile)

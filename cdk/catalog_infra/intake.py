@@ -1,0 +1,80 @@
+"""Event intake: S3 notifications (incoming/ only) -> SQS (+ DLQ) -> `ingest` -> one execution per object version."""
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from .lambdas import image_function, light_code
+from .storage import INTAKE_PREFIX, Storage
+
+INGEST_TIMEOUT = Duration.seconds(60)
+MAX_RECEIVE_COUNT = 5
+
+
+class Intake(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, storage: Storage, state_machine: sfn.IStateMachine
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dlq = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Events",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            # 6x the consumer's timeout: a message is not redelivered while a slow batch is still being worked on.
+            visibility_timeout=Duration.seconds(INGEST_TIMEOUT.to_seconds() * 6),
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT),
+        )
+        storage.intake.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.SqsDestination(self.queue),
+            s3.NotificationKeyFilter(prefix=INTAKE_PREFIX),
+        )
+        self.ledger = dynamodb.Table(
+            self,
+            "Ledger",
+            partition_key=dynamodb.Attribute(name="object_version", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.function = image_function(
+            self,
+            "Ingest",
+            light_code("functions.handlers.ingest.lambda_handler"),
+            description="S3 notifications -> one Step Functions execution per object version",
+            environment={
+                "LEDGER_TABLE_NAME": self.ledger.table_name,
+                "STATE_MACHINE_ARN": state_machine.state_machine_arn,
+                "INTAKE_PREFIX": INTAKE_PREFIX,
+            },
+            timeout=INGEST_TIMEOUT,
+            memory_size=256,
+        )
+        self.ledger.grant(self.function, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
+        state_machine.grant_start_execution(self.function)
+        self.function.add_event_source(
+            sources.SqsEventSource(
+                self.queue,
+                batch_size=10,
+                max_batching_window=Duration.seconds(5),
+                report_batch_item_failures=True,
+                # Caps StartExecution bursts; SQS holds the rest (a 10k upload drains at ~50 executions a second).
+                max_concurrency=5,
+            )
+        )

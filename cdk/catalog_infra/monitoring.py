@@ -1,0 +1,110 @@
+"""A dashboard and the alarms someone should be woken for: DLQ depth, failed executions, endpoint errors, and the
+age of the oldest queued GPU request."""
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+OLDEST_REQUEST_ALARM = Duration.hours(1)
+
+
+class Monitoring(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        dlq: sqs.IQueue,
+        state_machine: sfn.StateMachine,
+        endpoint_name: str,
+        alarm_email: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        key = kms.Key(self, "Key", enable_key_rotation=True, description="Alarm notifications")
+        self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True)
+        # CloudWatch publishes alarm notifications to the encrypted topic.
+        key.grant_encrypt_decrypt(iam.ServicePrincipal("cloudwatch.amazonaws.com"))
+        if alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        endpoint = {"EndpointName": endpoint_name}
+
+        def sagemaker_metric(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace="AWS/SageMaker",
+                metric_name=name,
+                dimensions_map=endpoint,
+                statistic=statistic,
+                period=Duration.minutes(5),
+            )
+
+        metrics = {
+            "dlq": dlq.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
+            "failed": state_machine.metric_failed(period=Duration.minutes(5), statistic="Sum"),
+            "timed_out": state_machine.metric_timed_out(period=Duration.minutes(5), statistic="Sum"),
+            "endpoint_errors": sagemaker_metric("InvocationFailures", "Sum"),
+            "oldest_request": sagemaker_metric("ApproximateAgeOfOldestRequest", "Maximum"),
+            "backlog": sagemaker_metric("ApproximateBacklogSize", "Average"),
+        }
+        self.alarms = {
+            "dlq": cloudwatch.Alarm(
+                self,
+                "DeadLetters",
+                metric=metrics["dlq"],
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                alarm_description="Intake messages failed 5 times and wait in the DLQ.",
+            ),
+            "failed": cloudwatch.Alarm(
+                self,
+                "FailedExecutions",
+                metric=metrics["failed"],
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                alarm_description="Images ended in a failed state.",
+            ),
+            "endpoint_errors": cloudwatch.Alarm(
+                self,
+                "EndpointErrors",
+                metric=metrics["endpoint_errors"],
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description="GPU jobs failed on the endpoint.",
+            ),
+            "oldest_request": cloudwatch.Alarm(
+                self,
+                "BacklogAge",
+                metric=metrics["oldest_request"],
+                threshold=OLDEST_REQUEST_ALARM.to_seconds(),
+                evaluation_periods=2,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description="A GPU request has waited over an hour.",
+            ),
+        }
+        for alarm in self.alarms.values():
+            alarm.add_alarm_action(actions.SnsAction(self.topic))
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Executions",
+                left=[
+                    state_machine.metric_started(),
+                    state_machine.metric_succeeded(),
+                    metrics["failed"],
+                    metrics["timed_out"],
+                ],
+            ),
+            cloudwatch.GraphWidget(title="Intake DLQ", left=[metrics["dlq"]]),
+            cloudwatch.GraphWidget(title="GPU backlog", left=[metrics["backlog"]], right=[metrics["oldest_request"]]),
+            cloudwatch.GraphWidget(title="GPU failures", left=[metrics["endpoint_errors"]]),
+        )

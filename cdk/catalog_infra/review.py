@@ -1,0 +1,160 @@
+"""Human review: the `.waitForTaskToken` notify Lambda, the review page API (API Gateway + Lambda), the scheduled
+reminder/expiry sweep, their DynamoDB table (KMS, it holds task tokens), the SES sender and the link-signing keys.
+"""
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_ses as ses
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from .config import DeployConfig
+from .lambdas import image_function, light_code
+from .storage import WORK_PREFIXES, Storage
+
+STAGE = "review"
+SWEEP_EVERY = Duration.minutes(15)
+
+
+class Review(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, storage: Storage, config: DeployConfig) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.link_ttl = Duration.hours(config.review_link_hours)
+        self.key = kms.Key(self, "Key", enable_key_rotation=True, description="Review batches and their task tokens")
+        self.table = dynamodb.Table(
+            self,
+            "Reviews",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # The link-signing key document. Secrets Manager generates a random value; the README gives the one command
+        # that writes it in the `{"active", "keys"}` form functions.review.signing reads.
+        self.keys_secret = secretsmanager.Secret(
+            self,
+            "SigningKeys",
+            description="Review link signing keys: {'active': kid, 'keys': {kid: base64}}",
+            encryption_key=self.key,
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template='{"active": "k1"}',  # noqa: S106 - a key id, not a secret
+                generate_string_key="k1",
+                exclude_punctuation=True,
+                password_length=64,
+            ),
+        )
+        self.identity = ses.EmailIdentity(self, "Sender", identity=ses.Identity.email(config.sender_email))
+
+        # The API's own URL, built from the RestApi id and a fixed stage name (not api.url: the stage depends on
+        # the methods, which depend on the function whose environment needs the URL).
+        access_logs = logs.LogGroup(
+            self, "ApiAccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            description="Review pages and decisions (signed links)",
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE,
+                tracing_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # request data holds link signatures
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=False,
+                ),
+                throttling_rate_limit=20,
+                throttling_burst_limit=40,
+            ),
+        )
+        base_url = f"https://{self.api.rest_api_id}.execute-api.{stack.region}.{stack.url_suffix}/{STAGE}"
+        environment = {
+            "REVIEW_TABLE_NAME": self.table.table_name,
+            "REVIEW_KEYS_SECRET_ID": self.keys_secret.secret_arn,
+            "REVIEW_SENDER": config.sender_email,
+            "REVIEW_BASE_URL": base_url,
+            "REVIEW_LINK_TTL_SECONDS": str(int(self.link_ttl.to_seconds())),
+        }
+        self.notify = image_function(
+            self,
+            "Notify",
+            light_code("functions.handlers.review_notify.lambda_handler"),
+            description="Review .waitForTaskToken task: stores the batch and its token, emails the signed link",
+            environment=environment,
+        )
+        self.page = image_function(
+            self,
+            "Page",
+            light_code("functions.handlers.review_api.lambda_handler"),
+            description="Review page (GET, read-only) and decisions (signed, single-use POST)",
+            environment=environment,
+        )
+        self.sweep = image_function(
+            self,
+            "Sweep",
+            light_code("functions.handlers.review_schedule.lambda_handler"),
+            description="Reminds before a link expires, expires batches, retries failed resumes",
+            environment=environment,
+            timeout=Duration.minutes(5),
+        )
+        events.Rule(
+            self,
+            "SweepSchedule",
+            schedule=events.Schedule.rate(SWEEP_EVERY),
+            targets=[targets.LambdaFunction(self.sweep)],
+        )
+        integration = apigw.LambdaIntegration(self.page)
+        for path in ("review", "review-static"):
+            self.api.root.add_resource(path).add_proxy(default_integration=integration, any_method=True)
+
+        table_actions = [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "dynamodb:ConditionCheckItem",
+        ]
+        for function in (self.notify, self.page, self.sweep):
+            self.table.grant(function, *table_actions)
+            self.keys_secret.grant_read(function)
+            self.key.grant_encrypt_decrypt(function)
+        self.table.grant(self.sweep, "dynamodb:Scan")
+        for function in (self.notify, self.sweep):
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["ses:SendEmail", "ses:SendRawEmail"],
+                    resources=[stack.format_arn(service="ses", resource="identity", resource_name=config.sender_email)],
+                )
+            )
+        # Presigned image URLs are signed with the page function's own credentials.
+        for function in (self.page, self.sweep, self.notify):
+            storage.work.grant_read(function, f"{WORK_PREFIXES['prepared']}*")
+            storage.work.grant_read(function, f"{WORK_PREFIXES['outputs']}*")
+
+    def allow_resume(self, state_machine: sfn.IStateMachine) -> None:
+        """Deciding the last item (page) or expiring a batch (sweep) resumes or fails the waiting task."""
+        state_machine.grant_task_response(self.page)
+        state_machine.grant_task_response(self.sweep)

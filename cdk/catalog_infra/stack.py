@@ -1,0 +1,50 @@
+"""The one stack: storage, GPU endpoint, review, workflow, intake and monitoring, wired together."""
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from .config import DeployConfig
+from .gpu_endpoint import GpuEndpoint
+from .intake import Intake
+from .monitoring import Monitoring
+from .nag import acknowledge_findings
+from .review import Review
+from .storage import Storage
+from .workflow import Workflow
+
+
+class CatalogStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.storage = Storage(self, "Storage")
+        self.gpu = GpuEndpoint(self, "Gpu", storage=self.storage, config=config)
+        self.review = Review(self, "Review", storage=self.storage, config=config)
+        self.workflow = Workflow(
+            self, "Workflow", storage=self.storage, gpu=self.gpu, review=self.review, config=config
+        )
+        state_machine = self.workflow.state_machine
+        self.gpu.allow_resume(state_machine)
+        self.review.allow_resume(state_machine)
+        self.intake = Intake(self, "Intake", storage=self.storage, state_machine=state_machine)
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            dlq=self.intake.dlq,
+            state_machine=state_machine,
+            endpoint_name=self.gpu.endpoint_name,
+            alarm_email=config.alarm_email,
+        )
+        CfnOutput(
+            self,
+            "IntakeBucket",
+            value=self.storage.intake.bucket_name,
+            description=f"Upload to incoming/{config.brand}/<sku>/",
+        )
+        CfnOutput(self, "OutputBucket", value=self.storage.output.bucket_name)
+        CfnOutput(self, "StateMachineArn", value=state_machine.state_machine_arn)
+        CfnOutput(self, "ReviewSigningKeysSecret", value=self.review.keys_secret.secret_arn)
+        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
+        acknowledge_findings(self)

@@ -1,0 +1,118 @@
+"""After review: approved images -> the output bucket (never over an existing object), rejections -> feedback.
+
+Input: `{"review": {"brand", "items": [ReviewItem]}, "outcome": ReviewOutcome}` (the decisions the review task
+resumed the execution with). Approved images go to `approved/<brand>/<sku>/<item id><ext>` with
+`IfNoneMatch="*"`; an object already there with the same bytes is a re-run, with other bytes a conflict that is
+reported, never replaced. Rejections become one JSON Lines object per batch under `feedback/<brand>/`.
+"""
+
+import hashlib
+import re
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.aws import settings
+from functions.aws.job_outcomes import s3_location
+from schemas.review import FeedbackRecord, ReviewDecision, ReviewItem, ReviewOutcome, Verdict
+
+logger = Logger(service="publish")
+tracer = Tracer(service="publish")
+metrics = Metrics(namespace="CatalogImages", service="publish")
+
+
+@lru_cache(maxsize=4)
+def client(name: str) -> Any:
+    return boto3.client(name)
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", part).strip("._") or "_"
+
+
+def _put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
+    """'published', 'already_published' (same bytes were there) or 'conflict' (other bytes; left alone)."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+        return "published"
+    except s3.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
+            raise
+    existing = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return "already_published" if hashlib.sha256(existing).digest() == hashlib.sha256(body).digest() else "conflict"
+
+
+def feedback_line(brand: str, review_id: str, item: ReviewItem, decision: ReviewDecision) -> str:
+    provenance = item.details.provenance
+    return FeedbackRecord(
+        review_id=review_id,
+        item_id=item.item_id,
+        brand=brand,
+        sku=item.sku,
+        job_kind=item.job_kind,
+        source=item.details.source,
+        content_sha256=item.details.content_sha256,
+        generated=item.generated,
+        verdict=decision.verdict,
+        reason=decision.reason,
+        note=decision.note,
+        reviewer=decision.reviewer,
+        decided_at=decision.decided_at,
+        flags=tuple(flag.code for flag in item.flags),
+        engine=provenance.engine,
+        model=provenance.model,
+        model_version=provenance.model_version,
+        adapter=provenance.adapter,
+        adapter_version=provenance.adapter_version,
+        seed=provenance.seed,
+    ).model_dump_json()
+
+
+def publish(brand: str, items: list[ReviewItem], outcome: ReviewOutcome) -> dict[str, Any]:
+    config = settings.load(settings.PublishSettings)
+    s3 = client("s3")
+    by_id = {item.item_id: item for item in items}
+    report: dict[str, list[str]] = {"published": [], "already_published": [], "conflicts": [], "rejected": []}
+    rejected_lines = []
+    for decision in outcome.decisions:
+        item = by_id.get(decision.item_id)
+        if item is None:
+            raise ValueError(f"decision for item {decision.item_id!r}, which is not part of this review")
+        if decision.verdict is Verdict.APPROVED:
+            source_bucket, source_key = s3_location(item.generated)
+            obj = s3.get_object(Bucket=source_bucket, Key=source_key)
+            extension = source_key.rsplit(".", 1)[-1] if "." in source_key.rsplit("/", 1)[-1] else "png"
+            key = f"{config.approved_prefix}{_safe(brand)}/{_safe(item.sku)}/{_safe(item.item_id)}.{extension}"
+            status = _put_once(
+                s3, config.output_bucket, key, obj["Body"].read(), obj.get("ContentType") or "application/octet-stream"
+            )
+            report["conflicts" if status == "conflict" else status].append(f"s3://{config.output_bucket}/{key}")
+        else:
+            rejected_lines.append(feedback_line(brand, outcome.review_id, item, decision))
+            report["rejected"].append(item.item_id)
+    if rejected_lines:
+        key = f"{config.feedback_prefix}{_safe(brand)}/{_safe(outcome.review_id)}.jsonl"
+        _put_once(s3, config.output_bucket, key, ("\n".join(rejected_lines) + "\n").encode(), "application/x-ndjson")
+    return {
+        **report,
+        "published_count": len(report["published"]) + len(report["already_published"]),
+        "rejected_count": len(report["rejected"]),
+    }
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    outcome = ReviewOutcome.model_validate(event["outcome"])
+    items = [ReviewItem.model_validate(item) for item in event["review"]["items"]]
+    report = publish(event["review"]["brand"], items, outcome)
+    metrics.add_metric(name="ImagesPublished", unit=MetricUnit.Count, value=len(report["published"]))
+    metrics.add_metric(name="ImagesRejected", unit=MetricUnit.Count, value=report["rejected_count"])
+    if report["conflicts"]:
+        logger.warning("published objects left alone: different bytes already there", extra=report)
+    return report

@@ -1,0 +1,95 @@
+"""`.waitForTaskToken` task: one GPU job attempt to the SageMaker asynchronous endpoint.
+
+State machine parameters: `{"task_token.$": "$$.Task.Token", "attempt.$": "$$.State.RetryCount", "job.$": "$",
+"execution_arn.$": "$$.Execution.Id"}` where `job` is a JobRequest without the attempt. The attempt number goes
+into the job id (the InferenceId) and the output prefix, so a retry is a new job and a duplicate delivery of the
+same attempt is not: the job store's conditional put makes `InvokeEndpointAsync` happen once per attempt. The
+token is stored server-side (KMS-encrypted table) and returned to nobody.
+"""
+
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from functions.aws import settings
+from functions.aws.job_store import GpuJobStore, Registration
+from schemas import JobRequest
+
+logger = Logger(service="gpu-jobs")
+tracer = Tracer(service="gpu-jobs")
+metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
+
+REQUESTS_PREFIX = "gpu/requests/"
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_token: SecretStr = Field(min_length=1, max_length=1024)
+    attempt: int = Field(default=0, ge=0, le=99)
+    execution_arn: str | None = None
+    job: dict[str, Any]
+
+
+@lru_cache(maxsize=4)
+def client(name: str) -> Any:
+    return boto3.client(name)
+
+
+def job_for_attempt(job: dict[str, Any], attempt: int) -> JobRequest:
+    """The attempt's own JobRequest: `<job id>-a<n>`, outputs under `<output prefix>/a<n>`."""
+    return JobRequest.model_validate(
+        {**job, "job_id": f"{job['job_id']}-a{attempt}", "output_prefix": f"{job['output_prefix']}/a{attempt}"}
+    )
+
+
+def submit(event: SubmitRequest) -> dict[str, Any]:
+    config = settings.load(settings.GpuJobSettings)
+    request = job_for_attempt(event.job, event.attempt)
+    store = GpuJobStore(client("dynamodb"), config.jobs_table_name)
+    s3 = client("s3")
+
+    # 1. The request body lives in S3 (async inference reads it from there). Same job id -> same bytes.
+    key = f"{REQUESTS_PREFIX}{request.job_id}.json"
+    input_location = f"s3://{config.work_bucket}/{key}"
+    s3.put_object(
+        Bucket=config.work_bucket, Key=key, Body=request.model_dump_json().encode(), ContentType="application/json"
+    )
+
+    # 2. Record the job and its token before invoking, so an outcome can never arrive for an unknown job.
+    registration = store.register(
+        request.job_id, event.task_token.get_secret_value(), event.execution_arn, input_location
+    )
+    if registration in (Registration.ALREADY_INVOKED, Registration.ALREADY_SETTLED):
+        logger.info("duplicate submission", extra={"job_id": request.job_id, "registration": registration.value})
+        metrics.add_metric(name="DuplicateSubmissions", unit=MetricUnit.Count, value=1)
+        return {"job_id": request.job_id, "registration": registration.value}
+
+    # 3. Invoke; the InferenceId is our job id, so notifications and results come back under it.
+    response = client("sagemaker-runtime").invoke_endpoint_async(
+        EndpointName=config.endpoint_name,
+        InputLocation=input_location,
+        ContentType="application/json",
+        Accept="application/json",
+        InferenceId=request.job_id,
+        RequestTTLSeconds=config.request_ttl_seconds,
+        InvocationTimeoutSeconds=config.invocation_timeout_seconds,
+    )
+    store.mark_in_flight(request.job_id, response.get("OutputLocation"), response.get("FailureLocation"))
+    metrics.add_metric(name="GpuJobsSubmitted", unit=MetricUnit.Count, value=1)
+    logger.info("submitted", extra={"job_id": request.job_id, "kind": request.kind.value})
+    return {"job_id": request.job_id, "registration": registration.value}
+
+
+@logger.inject_lambda_context(log_event=False)  # the event holds the task token
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=SubmitRequest)
+def lambda_handler(event: SubmitRequest, context: LambdaContext) -> dict[str, Any]:
+    return submit(event)

@@ -1,0 +1,89 @@
+"""Shared moto set-up for the pipeline handlers: tables, buckets, a state machine, and the settings' environment."""
+
+import json
+from dataclasses import dataclass
+
+import boto3
+
+from functions.aws import settings
+
+REGION = "us-east-1"
+INTAKE = "catalog-intake"
+WORK = "catalog-work"
+LEDGER = "catalog-ledger"
+JOBS = "catalog-jobs"
+ENDPOINT = "catalog-gpu-jobs"
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "test"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:test"
+    aws_request_id: str = "req-1"
+
+
+def create_resources(monkeypatch) -> str:
+    """Everything the ingest and GPU job handlers touch; returns the state machine ARN."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    for table, key in ((LEDGER, "object_version"), (JOBS, "job_id")):
+        dynamodb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in (INTAKE, WORK):
+        s3.create_bucket(Bucket=bucket)
+    machine = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+        name="per-image",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )
+    for name, value in {
+        "LEDGER_TABLE_NAME": LEDGER,
+        "STATE_MACHINE_ARN": machine["stateMachineArn"],
+        "JOBS_TABLE_NAME": JOBS,
+        "WORK_BUCKET": WORK,
+        "ENDPOINT_NAME": ENDPOINT,
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings.load.cache_clear()
+    return str(machine["stateMachineArn"])
+
+
+def s3_message(key_in_event: str, size: int = 1234, version: str = "v1", bucket: str = INTAKE) -> str:
+    """An S3 -> SQS notification body, key URL-encoded the way S3 encodes it."""
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": bucket},
+                        "object": {"key": key_in_event, "size": size, "eTag": "abc", "versionId": version},
+                    },
+                }
+            ]
+        }
+    )
+
+
+def sqs_event(bodies: list[str]) -> dict:
+    return {
+        "Records": [
+            {
+                "messageId": f"m{index}",
+                "receiptHandle": f"h{index}",
+                "body": body,
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:intake",
+                "awsRegion": REGION,
+            }
+            for index, body in enumerate(bodies)
+        ]
+    }

@@ -1,0 +1,227 @@
+"""What the stack promises, read from the synthesized template; cdk-nag and cfn-lint on the same synth."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from .asl import definition_from_template, walk_states
+
+
+@pytest.fixture(scope="module")
+def template(synthesized) -> Template:
+    return Template.from_json(synthesized.template)
+
+
+def test_no_unacknowledged_nag_findings_and_every_acknowledgement_has_a_reason(synthesized):
+    # Given the app synthesized with AwsSolutionsChecks as a validation plugin
+    # Then nothing failed validation
+    assert synthesized.nag_error is None, synthesized.nag_error
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cdk"))
+    from catalog_infra.nag import acknowledgements
+
+    for path, findings in acknowledgements(synthesized.stack).items():
+        for finding, reason in findings.items():
+            assert finding.startswith("AwsSolutions-") and len(reason) > 40, (path, finding)
+
+
+def test_cfn_lint_is_clean(synthesized):
+    cfn_lint = shutil.which("cfn-lint") or str(Path(sys.executable).with_name("cfn-lint"))
+    template_file = synthesized.outdir / "CatalogImageProcessor.template.json"
+    # W3005 only: CDK adds a DependsOn on each function's role that a GetAtt already implies (harmless).
+    result = subprocess.run(
+        [cfn_lint, "--ignore-checks", "W3005", "--", str(template_file)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buckets_are_versioned_encrypted_private_and_tls_only(synthesized, template):
+    buckets = synthesized.resources("AWS::S3::Bucket")
+    assert len(buckets) == 4  # intake, work, output, access logs
+    for bucket in buckets.values():
+        props = bucket["Properties"]
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert all(props["PublicAccessBlockConfiguration"].values())
+    policies = json.dumps(synthesized.resources("AWS::S3::BucketPolicy"))
+    assert policies.count('"aws:SecureTransport": "false"') == 4
+
+
+def test_originals_are_write_once(synthesized):
+    statements = [
+        s
+        for p in synthesized.resources("AWS::S3::BucketPolicy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    write_once = next(s for s in statements if s.get("Sid") == "OriginalsAreWriteOnce")
+    assert write_once["Effect"] == "Deny" and write_once["Action"] == "s3:PutObject"
+    assert write_once["Condition"] == {"Null": {"s3:if-none-match": "true"}}
+    assert "/incoming/*" in json.dumps(write_once["Resource"])
+
+
+def test_intermediates_expire(template):
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with([Match.object_like({"Id": "IntermediatesExpire", "ExpirationInDays": 30})])
+            }
+        },
+    )
+
+
+def test_only_the_incoming_prefix_notifies_intake(synthesized):
+    (_, notifications) = synthesized.one("Custom::S3BucketNotifications")
+    queues = notifications["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert len(queues) == 1
+    assert queues[0]["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "incoming/"}]
+
+
+def test_queue_has_a_dlq_and_a_long_enough_visibility(synthesized):
+    queues = synthesized.resources("AWS::SQS::Queue")
+    main = next(q["Properties"] for q in queues.values() if "RedrivePolicy" in q["Properties"])
+    assert main["RedrivePolicy"]["maxReceiveCount"] >= 5
+    ingest = next(
+        f["Properties"]
+        for n, f in synthesized.resources("AWS::Lambda::Function").items()
+        if n.startswith("IntakeIngest")
+    )
+    assert main["VisibilityTimeout"] >= 6 * ingest["Timeout"]
+    (_, mapping) = synthesized.one("AWS::Lambda::EventSourceMapping")
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_ledger_and_token_tables(synthesized):
+    tables = {name: t["Properties"] for name, t in synthesized.resources("AWS::DynamoDB::Table").items()}
+    ledger = next(t for n, t in tables.items() if n.startswith("IntakeLedger"))
+    assert ledger["KeySchema"] == [{"AttributeName": "object_version", "KeyType": "HASH"}]
+    for prefix in ("GpuJobs", "ReviewReviews"):  # both hold task tokens
+        table = next(t for n, t in tables.items() if n.startswith(prefix))
+        assert table["SSESpecification"]["SSEType"] == "KMS" and "KMSMasterKeyId" in table["SSESpecification"]
+
+
+def test_state_machine_is_standard_jsonpath_with_timeouts_retries_and_catches(synthesized):
+    (_, machine) = synthesized.one("AWS::StepFunctions::StateMachine")
+    assert machine["Properties"]["StateMachineType"] == "STANDARD"
+    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    definition = definition_from_template(synthesized.template)
+    assert definition.get("QueryLanguage", "JSONPath") == "JSONPath"
+    states = walk_states(definition)
+    tasks = {name: s for name, s in states.items() if s["Type"] == "Task"}
+    assert set(tasks) == {"PrepareImage", "RunGpuJob", "AutomaticChecks", "HumanReview", "PublishDecisions"}
+    for name, task in tasks.items():
+        assert task.get("TimeoutSeconds", 0) > 0, name
+        transient = next(r for r in task["Retry"] if "Lambda.TooManyRequestsException" in r["ErrorEquals"])
+        assert transient["JitterStrategy"] == "FULL", name
+    for name in ("RunGpuJob", "HumanReview"):
+        assert tasks[name]["Resource"].endswith("lambda:invoke.waitForTaskToken")
+        assert tasks[name]["Parameters"]["Payload"]["task_token.$"] == "$$.Task.Token"
+    assert states["GpuJobs"]["Type"] == "Map" and states["GpuJobs"]["MaxConcurrency"] >= 1
+    for name in ("PrepareImage", "GpuJobs", "AutomaticChecks", "HumanReview", "PublishDecisions"):
+        assert any("States.ALL" in c["ErrorEquals"] for c in states[name]["Catch"]), name
+    # The submit task outlives the reconciler's deadline (RequestTTL + invocation timeout + grace).
+    function = next(f for n, f in synthesized.resources("AWS::Lambda::Function").items() if n.startswith("GpuSubmit"))
+    env = function["Properties"]["Environment"]["Variables"]
+    deadline = sum(
+        int(env[k]) for k in ("REQUEST_TTL_SECONDS", "INVOCATION_TIMEOUT_SECONDS", "RECONCILE_GRACE_SECONDS")
+    )
+    assert tasks["RunGpuJob"]["TimeoutSeconds"] > deadline
+
+
+def test_async_endpoint_config(synthesized):
+    (_, config) = synthesized.one("AWS::SageMaker::EndpointConfig")
+    props = config["Properties"]
+    async_config = props["AsyncInferenceConfig"]
+    assert async_config["ClientConfig"] == {"MaxConcurrentInvocationsPerInstance": 1}
+    output = async_config["OutputConfig"]
+    assert "gpu/results" in json.dumps(output["S3OutputPath"]) and "gpu/failures" in json.dumps(output["S3FailurePath"])
+    assert set(output["NotificationConfig"]) == {"SuccessTopic", "ErrorTopic"}
+    assert props["ProductionVariants"][0]["InstanceType"] == "ml.g5.xlarge"
+    (_, model) = synthesized.one("AWS::SageMaker::Model")
+    assert "Image" in model["Properties"]["PrimaryContainer"]
+
+
+def test_endpoint_scales_from_zero_on_backlog(synthesized):
+    (_, target) = synthesized.one("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert target["Properties"]["MinCapacity"] == 0 and target["Properties"]["MaxCapacity"] >= 1
+    policies = [p["Properties"] for p in synthesized.resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()]
+    tracking = next(p for p in policies if p["PolicyType"] == "TargetTrackingScaling")
+    metric = tracking["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+    assert metric["MetricName"] == "ApproximateBacklogSizePerInstance"
+    assert any(p["PolicyType"] == "StepScaling" for p in policies)
+    alarms = [a["Properties"] for a in synthesized.resources("AWS::CloudWatch::Alarm").values()]
+    wake = next(a for a in alarms if a.get("MetricName") == "HasBacklogWithoutCapacity" and a.get("AlarmActions"))
+    assert "StepScaling" in json.dumps(synthesized.template["Resources"]) and wake["Threshold"] >= 0
+
+
+def test_outcome_handler_listens_to_both_topics(synthesized):
+    subscriptions = synthesized.resources("AWS::SNS::Subscription")
+    endpoints = {
+        json.dumps(s["Properties"]["Endpoint"])
+        for s in subscriptions.values()
+        if s["Properties"]["Protocol"] == "lambda"
+    }
+    assert len([e for e in endpoints if "GpuOutcome" in e]) == 1
+    assert len([s for s in subscriptions.values() if "GpuOutcome" in json.dumps(s["Properties"]["Endpoint"])]) == 2
+
+
+def test_every_function_has_its_own_role_and_tracing(synthesized):
+    functions = {
+        n: f["Properties"]
+        for n, f in synthesized.resources("AWS::Lambda::Function").items()
+        if not n.startswith("BucketNotificationsHandler")
+    }
+    roles = [json.dumps(f["Role"]) for f in functions.values()]
+    assert len(set(roles)) == len(roles) == 10
+    for name, function in functions.items():
+        assert function["TracingConfig"] == {"Mode": "Active"}, name
+        assert function["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "CatalogImages"
+        assert function["PackageType"] == "Image"
+
+
+def test_review_pieces(synthesized):
+    synthesized.one("AWS::SES::EmailIdentity")
+    synthesized.one("AWS::SecretsManager::Secret")
+    synthesized.one("AWS::ApiGateway::RestApi")
+    rules = [r["Properties"] for r in synthesized.resources("AWS::Events::Rule").values()]
+    assert len(rules) == 2  # the review sweep and the GPU job reconciler
+
+
+def test_dashboard_and_alarms(synthesized):
+    synthesized.one("AWS::CloudWatch::Dashboard")
+    alarms = [a["Properties"] for a in synthesized.resources("AWS::CloudWatch::Alarm").values()]
+    names = {a.get("MetricName") for a in alarms}
+    assert {
+        "ApproximateNumberOfMessagesVisible",
+        "ExecutionsFailed",
+        "InvocationFailures",
+        "ApproximateAgeOfOldestRequest",
+    } <= names
+
+
+def test_functions_share_only_environment_names_with_the_runtime(synthesized):
+    # The settings models read the same names the stack sets (lower-cased field names).
+    from functions.aws import settings
+
+    declared = {
+        name.upper()
+        for kind in (
+            settings.IngestSettings,
+            settings.PrepareSettings,
+            settings.GpuJobSettings,
+            settings.ChecksSettings,
+            settings.PublishSettings,
+        )
+        for name in kind.model_fields
+    }
+    set_by_stack = {
+        key
+        for f in synthesized.resources("AWS::Lambda::Function").values()
+        for key in f["Properties"].get("Environment", {}).get("Variables", {})
+        if not key.startswith(("POWERTOOLS_", "LOG_LEVEL", "REVIEW_"))
+    }
+    assert set_by_stack <= declared, set_by_stack - declared
