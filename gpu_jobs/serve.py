@@ -27,7 +27,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -36,6 +36,9 @@ from schemas import JobRequest, JobResult
 from .errors import JobInputError, JobTimeoutError, RecipeUnavailableError, WorkerBusyError
 from .licences import LicenceError
 from .worker import JobRunner, error_code
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -243,11 +246,26 @@ def _make_handler(server: JobServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def runner_factory(models: str, *, wait_s: float = 0.0) -> Callable[[], JobRunner]:
-    """'tiny' or a path to a ModelConfig JSON -> a function that builds the registry and runner."""
+COMMERCIAL_ENV = "GPU_JOBS_COMMERCIAL"
+
+
+def load_config(models: str) -> "ModelConfig":
+    """'tiny' or a ModelConfig JSON; `$GPU_JOBS_COMMERCIAL=true` (set by the stack) makes the deployment commercial.
+
+    The stricter setting wins: a model artefact cannot switch a commercial deployment's licence gate off.
+    """
     from .config import ModelConfig
 
     config = ModelConfig.tiny() if models == "tiny" else ModelConfig.from_file(models)
+    if os.environ.get(COMMERCIAL_ENV, "").strip().lower() == "true" and not config.commercial:
+        logger.info("%s=true: refusing non-commercial weights although the model config allows them", COMMERCIAL_ENV)
+        config = config.model_copy(update={"commercial": True})
+    return config
+
+
+def runner_factory(models: str, *, wait_s: float = 0.0) -> Callable[[], JobRunner]:
+    """'tiny' or a path to a ModelConfig JSON -> a function that builds the registry and runner."""
+    config = load_config(models)
 
     def load() -> JobRunner:
         from .models import ModelRegistry  # torch/diffusers import here, after the socket is up
@@ -274,9 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.models != "tiny" and not Path(args.models).is_file():
         parser.error(f"model config not found: {args.models} (pass --models tiny or a ModelConfig JSON)")
-    from .config import ModelConfig
-
-    config = ModelConfig.tiny() if args.models == "tiny" else ModelConfig.from_file(args.models)
+    config = load_config(args.models)
     server = JobServer(
         runner_factory(args.models, wait_s=args.busy_wait_s),
         host=args.host,

@@ -53,9 +53,14 @@ class SigningKeys:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "SigningKeys":
+        """The `{"active", "keys": {kid: base64}}` document, or the flat `{"active": "k1", "k1": "<random text>"}` that
+        Secrets Manager generates at deploy time (the text itself is the key material)."""
         try:
             document: Any = json.loads(text)
-            keys = {str(kid): base64.b64decode(value, validate=True) for kid, value in document["keys"].items()}
+            if "keys" in document:
+                keys = {str(kid): base64.b64decode(value, validate=True) for kid, value in document["keys"].items()}
+            else:
+                keys = {str(kid): str(value).encode() for kid, value in document.items() if kid != "active"}
             return cls(active=str(document["active"]), keys=keys)
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as error:
             raise ValueError(f"review signing keys are not a valid key document: {error}") from error

@@ -80,3 +80,17 @@ def test_licence_refusal_over_http_is_403(tmp_path) -> None:
         assert status == 403 and answer["error"]["code"] == "licence_refused"
     finally:
         server.stop()
+
+
+def test_the_stack_commercial_flag_overrides_a_lenient_model_config(tmp_path, monkeypatch):
+    # Given a model artefact whose config allows non-commercial weights
+    from gpu_jobs.config import ModelConfig
+    from gpu_jobs.serve import COMMERCIAL_ENV, load_config
+
+    path = tmp_path / "model_config.json"
+    path.write_text(ModelConfig.tiny(commercial=False).model_dump_json())
+    assert load_config(str(path)).commercial is False
+    # When the stack marks the deployment commercial
+    monkeypatch.setenv(COMMERCIAL_ENV, "true")
+    # Then the licence gate is on, whatever the artefact says
+    assert load_config(str(path)).commercial is True

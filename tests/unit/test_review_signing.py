@@ -1,5 +1,6 @@
 """Review links: only an untouched, unexpired link signed with a listed key opens a review."""
 
+import json
 import os
 import stat
 
@@ -130,3 +131,18 @@ def test_weak_or_inconsistent_key_documents_are_refused():
         SigningKeys(active="k9", keys={"k1": os.urandom(32)})
     with pytest.raises(ValueError, match="not a valid key document"):
         SigningKeys.from_json('{"active": "k1", "keys": {"k1": "not base64!"}}')
+
+
+def test_the_flat_secret_that_secrets_manager_generates_is_accepted():
+    # Given the shape the stack's generated secret has: a key id and 64 random characters
+    from functions.review.signing import LinkRefusedError, SigningKeys, sign_link, verify_link
+
+    flat = json.dumps({"active": "k1", "k1": "A" * 31 + "b" * 33})
+    keys = SigningKeys.from_json(flat)
+    # Then links sign and verify with it, and a too-short value is refused
+    params = sign_link(keys, "r" * 32, expires=2_000_000_000)
+    verify_link(keys, params, now=1_000_000_000)  # raises if refused
+    with pytest.raises(LinkRefusedError):
+        verify_link(SigningKeys.generate("k1"), params, now=1_000_000_000)
+    with pytest.raises(ValueError, match="at least"):
+        SigningKeys.from_json(json.dumps({"active": "k1", "k1": "short"}))
