@@ -32,6 +32,7 @@ from schemas.records import Status
 from .. import storage
 from ..errors import JobInputError
 from ..models import ModelRegistry
+from ..params import float_param, int_param, variation_seeds
 from ..segmentation import backdrop_foreground, load_clothes_segmenter
 from ..tiny_models import TINY_NOTE
 
@@ -192,8 +193,8 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
     mirror_back = params.get("mirror_back", False)
     if not isinstance(mirror_back, bool):
         raise JobInputError("params.mirror_back", "must be true or false")
-    steps = _int_param(params, "steps", registry.config.default_steps, 1, 150)
-    guidance = _float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
+    steps = int_param(params, "steps", registry.config.default_steps, 1, 150)
+    guidance = float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
 
     # 2. Load the photos (8-bit RGB; a transparent input's background becomes the backdrop white).
     image_rgb = _read_rgb(request.inputs["image"], "inputs.image")
@@ -237,7 +238,7 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
     fills: list[tuple[np.ndarray, int | None]] = []
     if diffuse:
         registry.use_adapters(())  # brand LoRAs are for scenes, not for a garment's inside
-        seeds = _seeds(request)
+        seeds = variation_seeds(request)
         for variation_seed in seeds:
             painted = _inpaint_region(
                 registry,
@@ -359,23 +360,3 @@ def _read_rgb(uri: str, field: str) -> np.ndarray:
 
 def _mask_png(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(mask.astype(np.uint8) * np.uint8(255), "L")
-
-
-def _seeds(request: JobRequest) -> list[int]:
-    # The same seed-per-variation rule as the other recipes: seed, seed+1, ...; random when none is given.
-    base = request.seed if request.seed is not None else int(np.random.default_rng().integers(0, 2**31))
-    return [base + index for index in range(request.variations)]
-
-
-def _int_param(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise JobInputError(f"params.{name}", f"must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def _float_param(params: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise JobInputError(f"params.{name}", f"must be a number from {low} to {high}, got {value!r}")
-    return float(value)

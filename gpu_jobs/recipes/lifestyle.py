@@ -26,7 +26,6 @@ the template), `negative_prompt`, `width`/`height`, `steps`, `guidance_scale`, `
 
 import json
 import re
-import secrets
 import string
 import time
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from schemas.records import Box
 from .. import storage
 from ..errors import JobInputError
 from ..models import ModelRegistry
+from ..params import float_param, int_param, variation_seeds
 from ..tiny_models import TINY_NOTE
 
 Mode = Literal["inpaint", "img2img", "text2img"]
@@ -65,20 +65,19 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
     if mode not in ("inpaint", "img2img", "text2img"):
         raise JobInputError("params.mode", f"must be 'inpaint', 'img2img' or 'text2img', got {mode!r}")
     profile = _brand_profile(request)
-    width = _int_param(params, "width", registry.config.default_size, 64, 2048)
-    height = _int_param(params, "height", registry.config.default_size, 64, 2048)
+    width = int_param(params, "width", registry.config.default_size, 64, 2048)
+    height = int_param(params, "height", registry.config.default_size, 64, 2048)
     for name, value in (("width", width), ("height", height)):
         if value % 8:
             raise JobInputError(f"params.{name}", f"must be a multiple of 8, got {value}")
-    steps = _int_param(params, "steps", registry.config.default_steps, 1, 150)
-    guidance = _float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
-    edge_band = _int_param(params, "edge_band_px", max(1, round(min(width, height) / 256)), 0, 64)
+    steps = int_param(params, "steps", registry.config.default_steps, 1, 150)
+    guidance = float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
+    edge_band = int_param(params, "edge_band_px", max(1, round(min(width, height) / 256)), 0, 64)
     controlnet = params.get("controlnet")
     if controlnet is not None and (mode == "text2img" or controlnet not in ("canny", "depth")):
         raise JobInputError("params.controlnet", "must be 'canny' or 'depth', and needs a product (not text2img)")
-    controlnet_scale = _float_param(params, "controlnet_scale", 0.5, 0.0, 2.0)
-    seed0 = request.seed if request.seed is not None else secrets.randbelow(2**31)
-    seeds = [seed0 + index for index in range(request.variations)]
+    controlnet_scale = float_param(params, "controlnet_scale", 0.5, 0.0, 2.0)
+    seeds = variation_seeds(request)
 
     # 2. licences and brand adapters (the base is never reloaded; LoRAs are switched by weight)
     brand_commercial = profile.commercial if profile is not None else False
@@ -313,7 +312,7 @@ def _place_product(product: Image.Image, width: int, height: int, layout: Any, e
     anchor = layout.get("anchor", "bottom")
     if anchor not in ("bottom", "center"):
         raise JobInputError("params.layout.anchor", f"must be 'bottom' or 'center', got {anchor!r}")
-    margin = _float_param(layout, "margin", 0.06, 0.0, 0.4, prefix="params.layout")
+    margin = float_param(layout, "margin", 0.06, 0.0, 0.4, prefix="params.layout")
     fill = layout.get("fill", 0.6)
     alpha = np.asarray(product.getchannel("A"))
     if not (alpha >= PRODUCT_ALPHA_THRESHOLD).any():
@@ -375,17 +374,3 @@ def _composite(placement: _Placement, generated: np.ndarray) -> Image.Image:
 
 
 # ---- parameters ----------------------------------------------------------------------------------------
-def _int_param(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise JobInputError(f"params.{name}", f"must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def _float_param(
-    params: dict[str, Any], name: str, default: float, low: float, high: float, prefix: str = "params"
-) -> float:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise JobInputError(f"{prefix}.{name}", f"must be a number from {low} to {high}, got {value!r}")
-    return float(value)

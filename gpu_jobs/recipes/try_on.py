@@ -42,6 +42,7 @@ from ..config import IPAdapterSpec, ModelSpec
 from ..errors import JobInputError
 from ..model_library import DEFAULT_MODEL_IDS, draw_default_model
 from ..models import ModelRegistry
+from ..params import float_param, int_param, variation_seeds
 from ..segmentation import REGION_FOR_CATEGORY, load_human_parser
 from ..tiny_models import TINY_NOTE
 
@@ -396,9 +397,9 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
     mask_limbs = params.get("mask_limbs", False)
     if not isinstance(mask_limbs, bool):
         raise JobInputError("params.mask_limbs", "must be true or false")
-    steps = _int_param(params, "steps", registry.config.default_steps, 1, 150)
-    guidance = _float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
-    ip_scale = _float_param(params, "ip_adapter_scale", -1.0, -1.0, 2.0)
+    steps = int_param(params, "steps", registry.config.default_steps, 1, 150)
+    guidance = float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
+    ip_scale = float_param(params, "ip_adapter_scale", -1.0, -1.0, 2.0)
     brand = _brand_profile(request)
 
     # 2. Load the garment and pick the model photos.
@@ -430,7 +431,7 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
 
     # 4. For each model photo: agnostic mask from human parsing, then one generation per variation.
     outputs: list[JobOutput] = []
-    seeds = _seeds(request)
+    seeds = variation_seeds(request)
     timings["parse"] = timings["generate"] = 0.0
     for photo_index, (model_id, model_uri, person) in enumerate(photos):
         clock = time.perf_counter()
@@ -645,23 +646,3 @@ def _control_image(
     depth = cv2.GaussianBlur(near, (0, 0), max(1.0, 0.01 * max(near.shape)))
     depth_u8 = (depth * 255).round().astype(np.uint8)
     return _crop(np.repeat(depth_u8[..., None], 3, axis=2), window, size, Image.Resampling.BILINEAR)
-
-
-def _seeds(request: JobRequest) -> list[int]:
-    # seed, seed+1, ... per variation; a random base when none is given (recorded in each output).
-    base = request.seed if request.seed is not None else int(np.random.default_rng().integers(0, 2**31))
-    return [base + index for index in range(request.variations)]
-
-
-def _int_param(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise JobInputError(f"params.{name}", f"must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def _float_param(params: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise JobInputError(f"params.{name}", f"must be a number from {low} to {high}, got {value!r}")
-    return float(value)

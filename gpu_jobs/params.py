@@ -1,0 +1,30 @@
+"""Reading a job's `params` and seeds the same way in every recipe: a bad value names its field."""
+
+import secrets
+from typing import Any
+
+from schemas import JobRequest
+
+from .errors import JobInputError
+
+
+def int_param(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise JobInputError(f"params.{name}", f"must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def float_param(
+    params: dict[str, Any], name: str, default: float, low: float, high: float, prefix: str = "params"
+) -> float:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise JobInputError(f"{prefix}.{name}", f"must be a number from {low} to {high}, got {value!r}")
+    return float(value)
+
+
+def variation_seeds(request: JobRequest) -> list[int]:
+    """seed, seed+1, ... one per variation; a random base when none is given (each output records its seed)."""
+    base = request.seed if request.seed is not None else secrets.randbelow(2**31)
+    return [base + index for index in range(request.variations)]
