@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from functions.aws import settings
-from functions.errors import IntakeError
+from functions.errors import CatalogError, IntakeError
 from schemas import JobKind, ProductSidecar
 
 logger = Logger(service="prepare")
@@ -119,11 +119,16 @@ def prepare(request: PrepareInput) -> dict[str, Any]:
         get["VersionId"] = request.version_id
     data = s3.get_object(**get)["Body"].read()
     folder = request.key.rsplit("/", 1)[0] + "/"
-    sidecar = read_sidecar(s3, request.bucket, folder)
-
-    # 2. The CPU stages, in memory.
     packshot_settings = PackshotSettings(preset=config.packshot_preset, size=config.packshot_size)
-    photo = process_photo(data, request.filename, background_remover(), packshot_settings)
+    try:
+        sidecar = read_sidecar(s3, request.bucket, folder)
+        # 2. The CPU stages, in memory.
+        photo = process_photo(data, request.filename, background_remover(), packshot_settings)
+    except CatalogError as error:
+        # Lambda hands Step Functions only the class name (the Catch's error) and str(error) (the cause):
+        # put the stable code and the object in that string, or the failed execution names neither.
+        source = f"s3://{request.bucket}/{request.key}"
+        raise type(error)(error.code, f"{error.code}: {source}: {error.message}") from error
 
     # 3. Derived images to the work bucket, under this object version's own prefix.
     prefix = f"{PREPARED_PREFIX}{request.image_id}/"

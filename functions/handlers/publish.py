@@ -96,7 +96,11 @@ def publish(brand: str, items: list[ReviewItem], outcome: ReviewOutcome) -> dict
             report["rejected"].append(item.item_id)
     if rejected_lines:
         key = f"{config.feedback_prefix}{_safe(brand)}/{_safe(outcome.review_id)}.jsonl"
-        _put_once(s3, config.output_bucket, key, ("\n".join(rejected_lines) + "\n").encode(), "application/x-ndjson")
+        status = _put_once(
+            s3, config.output_bucket, key, ("\n".join(rejected_lines) + "\n").encode(), "application/x-ndjson"
+        )
+        if status == "conflict":  # other lines are already there for this batch: kept, and reported like an image
+            report["conflicts"].append(f"s3://{config.output_bucket}/{key}")
     return {
         **report,
         "published_count": len(report["published"]) + len(report["already_published"]),

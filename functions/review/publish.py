@@ -137,31 +137,48 @@ def publish_to_s3(
 ) -> PublishReport:
     """The AWS twin: `IfNoneMatch="*"` puts, so an existing published object is never replaced.
 
+    Approved images go to `<approved_prefix><brand>/<sku>/<item id>.<ext>`, the publish handler's layout.
     Feedback is one JSON Lines object per batch (`<feedback_prefix><brand>/<review id>.jsonl`): S3 cannot append.
     """
     report = PublishReport()
+    brand = _brand_file_name(review.task.brand)
     for item, _ in _decided(review, Verdict.APPROVED):
         source_bucket, source_key = _s3_location(item.generated)
-        target_key = f"{approved_prefix}{item.sku}/{source_key.rsplit('/', 1)[-1]}"
-        body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"].read()
-        try:
-            s3.put_object(Bucket=bucket, Key=target_key, Body=body, IfNoneMatch="*")
+        # Named after the item, as the publish handler does: every packshot is `packshot.jpg` in its own prefix,
+        # so the source's file name would make a SKU's second photo collide with its first.
+        file_name = source_key.rsplit("/", 1)[-1]
+        extension = file_name.rsplit(".", 1)[-1] if "." in file_name else "png"
+        target_key = (
+            f"{approved_prefix}{brand}/{_brand_file_name(item.sku)}/{_brand_file_name(item.item_id)}.{extension}"
+        )
+        source = s3.get_object(Bucket=source_bucket, Key=source_key)
+        content_type = source.get("ContentType") or "application/octet-stream"  # browsers need it to show the image
+        status = _put_once(s3, bucket, target_key, source["Body"].read(), content_type)
+        if status == "published":
             report.published.append(f"s3://{bucket}/{target_key}")
-        except s3.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
-                raise
-            existing = s3.get_object(Bucket=bucket, Key=target_key)["Body"].read()
-            same = hashlib.sha256(existing).digest() == hashlib.sha256(body).digest()
-            (report.already_published if same else report.conflicts).append(f"s3://{bucket}/{target_key}")
+        elif status == "already_published":
+            report.already_published.append(f"s3://{bucket}/{target_key}")
+        else:
+            report.conflicts.append(f"s3://{bucket}/{target_key}")
 
     rejected = _decided(review, Verdict.REJECTED)
     if rejected:
-        key = f"{feedback_prefix}{_brand_file_name(review.task.brand)}/{review.review_id}.jsonl"
+        key = f"{feedback_prefix}{brand}/{_brand_file_name(review.review_id)}.jsonl"
         lines = "".join(feedback_record(review, item, d).model_dump_json() + "\n" for item, d in rejected)
-        try:
-            s3.put_object(Bucket=bucket, Key=key, Body=lines.encode(), IfNoneMatch="*")
-        except s3.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "PreconditionFailed":  # already written: a re-run
-                raise
-        report.feedback, report.feedback_records = f"s3://{bucket}/{key}", len(rejected)
+        if _put_once(s3, bucket, key, lines.encode(), "application/x-ndjson") == "conflict":
+            report.conflicts.append(f"s3://{bucket}/{key}")  # other lines for this batch are there: kept, reported
+        else:
+            report.feedback, report.feedback_records = f"s3://{bucket}/{key}", len(rejected)
     return report
+
+
+def _put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
+    """'published', 'already_published' (same bytes were there) or 'conflict' (other bytes; left alone)."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+        return "published"
+    except s3.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
+            raise
+    existing = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return "already_published" if hashlib.sha256(existing).digest() == hashlib.sha256(body).digest() else "conflict"
