@@ -6,7 +6,6 @@ resumed the execution with). Approved images go to `approved/<brand>/<sku>/<item
 reported, never replaced. Rejections become one JSON Lines object per batch under `feedback/<brand>/`.
 """
 
-import hashlib
 import re
 from functools import lru_cache
 from typing import Any
@@ -18,7 +17,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.aws import settings
 from functions.aws.job_outcomes import s3_location
-from schemas.review import FeedbackRecord, ReviewDecision, ReviewItem, ReviewOutcome, Verdict
+from functions.review.publish import feedback_record, put_once
+from schemas.review import ReviewItem, ReviewOutcome, Verdict
 
 logger = Logger(service="publish")
 tracer = Tracer(service="publish")
@@ -32,44 +32,6 @@ def client(name: str) -> Any:
 
 def _safe(part: str) -> str:
     return re.sub(r"[^\w.\-]+", "_", part).strip("._") or "_"
-
-
-def _put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
-    """'published', 'already_published' (same bytes were there) or 'conflict' (other bytes; left alone)."""
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
-        return "published"
-    except s3.exceptions.ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
-            raise
-    existing = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return "already_published" if hashlib.sha256(existing).digest() == hashlib.sha256(body).digest() else "conflict"
-
-
-def feedback_line(brand: str, review_id: str, item: ReviewItem, decision: ReviewDecision) -> str:
-    provenance = item.details.provenance
-    return FeedbackRecord(
-        review_id=review_id,
-        item_id=item.item_id,
-        brand=brand,
-        sku=item.sku,
-        job_kind=item.job_kind,
-        source=item.details.source,
-        content_sha256=item.details.content_sha256,
-        generated=item.generated,
-        verdict=decision.verdict,
-        reason=decision.reason,
-        note=decision.note,
-        reviewer=decision.reviewer,
-        decided_at=decision.decided_at,
-        flags=tuple(flag.code for flag in item.flags),
-        engine=provenance.engine,
-        model=provenance.model,
-        model_version=provenance.model_version,
-        adapter=provenance.adapter,
-        adapter_version=provenance.adapter_version,
-        seed=provenance.seed,
-    ).model_dump_json()
 
 
 def publish(brand: str, items: list[ReviewItem], outcome: ReviewOutcome) -> dict[str, Any]:
@@ -87,16 +49,16 @@ def publish(brand: str, items: list[ReviewItem], outcome: ReviewOutcome) -> dict
             obj = s3.get_object(Bucket=source_bucket, Key=source_key)
             extension = source_key.rsplit(".", 1)[-1] if "." in source_key.rsplit("/", 1)[-1] else "png"
             key = f"{config.approved_prefix}{_safe(brand)}/{_safe(item.sku)}/{_safe(item.item_id)}.{extension}"
-            status = _put_once(
+            status = put_once(
                 s3, config.output_bucket, key, obj["Body"].read(), obj.get("ContentType") or "application/octet-stream"
             )
             report["conflicts" if status == "conflict" else status].append(f"s3://{config.output_bucket}/{key}")
         else:
-            rejected_lines.append(feedback_line(brand, outcome.review_id, item, decision))
+            rejected_lines.append(feedback_record(outcome.review_id, brand, item, decision).model_dump_json())
             report["rejected"].append(item.item_id)
     if rejected_lines:
         key = f"{config.feedback_prefix}{_safe(brand)}/{_safe(outcome.review_id)}.jsonl"
-        status = _put_once(
+        status = put_once(
             s3, config.output_bucket, key, ("\n".join(rejected_lines) + "\n").encode(), "application/x-ndjson"
         )
         if status == "conflict":  # other lines are already there for this batch: kept, and reported like an image

@@ -28,12 +28,13 @@ class PublishReport:
     feedback_records: int = 0
 
 
-def feedback_record(review: StoredReview, item: ReviewItem, decision: ReviewDecision) -> FeedbackRecord:
+def feedback_record(review_id: str, brand: str, item: ReviewItem, decision: ReviewDecision) -> FeedbackRecord:
+    """One rejected (or decided) image as a line of the brand's feedback dataset."""
     provenance = item.details.provenance
     return FeedbackRecord(
-        review_id=review.review_id,
+        review_id=review_id,
         item_id=item.item_id,
-        brand=review.task.brand,
+        brand=brand,
         sku=item.sku,
         job_kind=item.job_kind,
         source=item.details.source,
@@ -114,7 +115,10 @@ def publish_locally(out_dir: Path, review: StoredReview) -> PublishReport:
         relative = f"{FEEDBACK_DIR}/{_brand_file_name(review.task.brand)}.jsonl"
         path = _inside(out_dir, relative)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = "".join(feedback_record(review, item, d).model_dump_json() + "\n" for item, d in rejected)
+        lines = "".join(
+            feedback_record(review.review_id, review.task.brand, item, d).model_dump_json() + "\n"
+            for item, d in rejected
+        )
         # O_APPEND and one write: concurrent runs for the same brand never interleave inside a line.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -153,7 +157,7 @@ def publish_to_s3(
         )
         source = s3.get_object(Bucket=source_bucket, Key=source_key)
         content_type = source.get("ContentType") or "application/octet-stream"  # browsers need it to show the image
-        status = _put_once(s3, bucket, target_key, source["Body"].read(), content_type)
+        status = put_once(s3, bucket, target_key, source["Body"].read(), content_type)
         if status == "published":
             report.published.append(f"s3://{bucket}/{target_key}")
         elif status == "already_published":
@@ -164,15 +168,18 @@ def publish_to_s3(
     rejected = _decided(review, Verdict.REJECTED)
     if rejected:
         key = f"{feedback_prefix}{brand}/{_brand_file_name(review.review_id)}.jsonl"
-        lines = "".join(feedback_record(review, item, d).model_dump_json() + "\n" for item, d in rejected)
-        if _put_once(s3, bucket, key, lines.encode(), "application/x-ndjson") == "conflict":
+        lines = "".join(
+            feedback_record(review.review_id, review.task.brand, item, d).model_dump_json() + "\n"
+            for item, d in rejected
+        )
+        if put_once(s3, bucket, key, lines.encode(), "application/x-ndjson") == "conflict":
             report.conflicts.append(f"s3://{bucket}/{key}")  # other lines for this batch are there: kept, reported
         else:
             report.feedback, report.feedback_records = f"s3://{bucket}/{key}", len(rejected)
     return report
 
 
-def _put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
+def put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
     """'published', 'already_published' (same bytes were there) or 'conflict' (other bytes; left alone)."""
     try:
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
