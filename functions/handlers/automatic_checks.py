@@ -7,15 +7,14 @@ Flags, never fixes. The invariants the recipes promise are checked from the file
 Pillow and numpy are imported when an image is checked, so the module itself loads fast.
 """
 
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.aws import settings
+from functions.aws.clients import client
 from functions.aws.job_outcomes import s3_location
 from schemas import QualityFlag, Severity
 from schemas.review import GenerationProvenance, ReviewItem, ReviewItemDetails
@@ -23,11 +22,6 @@ from schemas.review import GenerationProvenance, ReviewItem, ReviewItemDetails
 logger = Logger(service="checks")
 tracer = Tracer(service="checks")
 metrics = Metrics(namespace="CatalogImages", service="checks")
-
-
-@lru_cache(maxsize=4)
-def client(name: str) -> Any:
-    return boto3.client(name)
 
 
 def _read_image(uri: str) -> Any:

@@ -6,15 +6,14 @@ unknown or already settled is acknowledged and dropped, so SNS redeliveries resu
 """
 
 import json
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.aws import job_outcomes, settings
+from functions.aws.clients import client
 from functions.aws.job_store import GpuJobStore
 
 logger = Logger(service="gpu-jobs")
@@ -22,11 +21,6 @@ tracer = Tracer(service="gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
 
 COMPLETED = "Completed"
-
-
-@lru_cache(maxsize=4)
-def client(name: str) -> Any:
-    return boto3.client(name)
 
 
 def handle_notification(message: dict[str, Any]) -> str:

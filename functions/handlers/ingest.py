@@ -7,10 +7,8 @@ queue's maxReceiveCount, lands in the DLQ; the rest of the batch goes on.
 """
 
 import json
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -18,6 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.aws import settings
+from functions.aws.clients import client
 from functions.aws.ledger import IntakeLedger
 from functions.aws.s3_events import IntakeObject, objects_in_message, product_location, skip_reason
 
@@ -25,11 +24,6 @@ logger = Logger(service="intake")
 tracer = Tracer(service="intake")
 metrics = Metrics(namespace="CatalogImages", service="intake")
 processor = BatchProcessor(event_type=EventType.SQS)
-
-
-@lru_cache(maxsize=4)
-def client(name: str) -> Any:
-    return boto3.client(name)
 
 
 def execution_input(obj: IntakeObject, intake_prefix: str) -> dict[str, Any]:

@@ -11,13 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from functions.aws import settings
+from functions.aws.clients import client
 from functions.errors import CatalogError, IntakeError
 from schemas import JobKind, ProductSidecar
 
@@ -42,11 +42,6 @@ class PrepareInput(BaseModel):
     sku: str
     filename: str
     image_id: str
-
-
-@lru_cache(maxsize=4)
-def client(name: str) -> Any:
-    return boto3.client(name)
 
 
 @lru_cache(maxsize=1)

@@ -7,15 +7,14 @@ reported, never replaced. Rejections become one JSON Lines object per batch unde
 """
 
 import re
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.aws import settings
+from functions.aws.clients import client
 from functions.aws.job_outcomes import s3_location
 from functions.review.publish import feedback_record, put_once
 from schemas.review import ReviewItem, ReviewOutcome, Verdict
@@ -23,11 +22,6 @@ from schemas.review import ReviewItem, ReviewOutcome, Verdict
 logger = Logger(service="publish")
 tracer = Tracer(service="publish")
 metrics = Metrics(namespace="CatalogImages", service="publish")
-
-
-@lru_cache(maxsize=4)
-def client(name: str) -> Any:
-    return boto3.client(name)
 
 
 def _safe(part: str) -> str:

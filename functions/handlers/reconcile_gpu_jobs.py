@@ -5,25 +5,19 @@ have; otherwise the task fails with `GpuJobTimedOut`, which the state machine re
 job id) and, when retries are spent, routes to its failed state.
 """
 
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.aws import job_outcomes, settings
+from functions.aws.clients import client
 from functions.aws.job_store import GpuJobStore, StoredJob
 
 logger = Logger(service="gpu-jobs")
 tracer = Tracer(service="gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
-
-
-@lru_cache(maxsize=4)
-def client(name: str) -> Any:
-    return boto3.client(name)
 
 
 def _exists(s3: Any, uri: str | None) -> bool:

@@ -7,10 +7,8 @@ same attempt is not: the job store's conditional put makes `InvokeEndpointAsync`
 token is stored server-side (KMS-encrypted table) and returned to nobody.
 """
 
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
@@ -18,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from functions.aws import settings
+from functions.aws.clients import client
 from functions.aws.job_store import GpuJobStore, Registration
 from schemas import JobRequest
 
@@ -35,11 +34,6 @@ class SubmitRequest(BaseModel):
     attempt: int = Field(default=0, ge=0, le=99)
     execution_arn: str | None = None
     job: dict[str, Any]
-
-
-@lru_cache(maxsize=4)
-def client(name: str) -> Any:
-    return boto3.client(name)
 
 
 def job_for_attempt(job: dict[str, Any], attempt: int) -> JobRequest:
