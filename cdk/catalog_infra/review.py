@@ -1,5 +1,6 @@
-"""Human review: the `.waitForTaskToken` notify Lambda, the review page API (API Gateway + Lambda), the scheduled
-reminder/expiry sweep, their DynamoDB table (KMS, it holds task tokens), the SES sender and the link-signing keys.
+"""Human review: the `.waitForTaskToken` notify Lambda (stores one image's review, sends nothing), the scheduled
+digest + sweep (one email per batch of images, reminders, expiry), the review page API (API Gateway + Lambda), their
+DynamoDB table (KMS, it holds task tokens), the SES sender and the link-signing keys.
 """
 
 from aws_cdk import Duration, RemovalPolicy, Stack
@@ -20,7 +21,11 @@ from .lambdas import image_function, light_code
 from .storage import WORK_PREFIXES, Storage
 
 STAGE = "review"
-SWEEP_EVERY = Duration.minutes(15)
+# The digest runs with the sweep: an image's review is emailed at most this long after its notify task. Five
+# minutes keeps that wait short next to a link that lives for days, and still gathers a burst of uploads (which
+# arrives over minutes) into a few emails instead of one per image. One function for both keeps a single writer
+# of reminders and batches; every step is a conditional write, so an overlapping run changes nothing twice.
+SCHEDULE_EVERY = Duration.minutes(5)
 
 
 class Review(Construct):
@@ -102,7 +107,7 @@ class Review(Construct):
             self,
             "Notify",
             light_code("functions.handlers.review_notify.lambda_handler"),
-            description="Review .waitForTaskToken task: stores the batch and its token, emails the signed link",
+            description="Review .waitForTaskToken task: stores the image's review and its token for the next digest",
             environment=environment,
         )
         self.page = image_function(
@@ -116,14 +121,15 @@ class Review(Construct):
             self,
             "Sweep",
             light_code("functions.handlers.review_schedule.lambda_handler"),
-            description="Reminds before a link expires, expires batches, retries failed resumes",
+            description="Emails one digest per batch of reviews, reminds before a link expires, expires reviews, "
+            "retries failed resumes",
             environment=environment,
-            timeout=Duration.minutes(5),
+            timeout=Duration.minutes(4),  # shorter than the schedule, so runs do not normally overlap
         )
         events.Rule(
             self,
             "SweepSchedule",
-            schedule=events.Schedule.rate(SWEEP_EVERY),
+            schedule=events.Schedule.rate(SCHEDULE_EVERY),
             targets=[targets.LambdaFunction(self.sweep)],
         )
         integration = apigw.LambdaIntegration(self.page)
@@ -142,17 +148,17 @@ class Review(Construct):
             self.keys_secret.grant_read(function)
             self.key.grant_encrypt_decrypt(function)
         self.table.grant(self.sweep, "dynamodb:Scan")
-        for function in (self.notify, self.sweep):
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["ses:SendEmail", "ses:SendRawEmail"],
-                    resources=[stack.format_arn(service="ses", resource="identity", resource_name=config.sender_email)],
-                )
+        # Only the digest/sweep emails (notify stores, it sends nothing).
+        self.sweep.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ses:SendRawEmail"],
+                resources=[stack.format_arn(service="ses", resource="identity", resource_name=config.sender_email)],
             )
-        # Presigned image URLs are signed with the page function's own credentials.
-        for function in (self.page, self.sweep, self.notify):
-            storage.work.grant_read(function, f"{WORK_PREFIXES['prepared']}*")
-            storage.work.grant_read(function, f"{WORK_PREFIXES['outputs']}*")
+        )
+        # Presigned image URLs are signed with the page function's own credentials; the emails' thumbnails are its
+        # signed image route, so no other review function reads the images.
+        storage.work.grant_read(self.page, f"{WORK_PREFIXES['prepared']}*")
+        storage.work.grant_read(self.page, f"{WORK_PREFIXES['outputs']}*")
 
     def allow_resume(self, state_machine: sfn.IStateMachine) -> None:
         """Deciding the last item (page) or expiring a batch (sweep) resumes or fails the waiting task."""

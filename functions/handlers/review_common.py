@@ -69,7 +69,7 @@ def review_service() -> ReviewService:
     config = settings()
     keys = load_secrets_manager_keys(client("secretsmanager"), config.keys_secret_id)
     store = DynamoDBReviewStore(client("dynamodb"), config.table_name)
-    return ReviewService(store, keys, StepFunctionsResumer(client("stepfunctions")))
+    return ReviewService(store, keys, StepFunctionsResumer(client("stepfunctions")), batches=store)
 
 
 def reset() -> None:

@@ -1,4 +1,6 @@
-"""The `.waitForTaskToken` task: store the batch with its task token (server-side only), email one link.
+"""The `.waitForTaskToken` task: store this image's review with its task token (server-side only). No email here:
+the review waits for the scheduled digest (functions/handlers/review_schedule.py), which sends one email per batch
+of images, not one per image.
 
 State machine parameters: `{"task_token.$": "$$.Task.Token", "brand": ..., "reviewers": [...], "items": [...]}`.
 The token is a `SecretStr` from the moment it is parsed, so no log line, repr or error message can show it.
@@ -13,7 +15,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
 
 from functions.handlers import review_common
-from functions.review.mailer import SesMailer, build_review_email
 from schemas.review import ReviewItem
 
 logger = Logger(service="review")
@@ -33,19 +34,15 @@ class ReviewRequest(BaseModel):
 def lambda_handler(event: ReviewRequest, context: LambdaContext) -> dict[str, Any]:
     config = review_common.settings()
     service = review_common.review_service()
-    task, params = service.create(
+    task, _ = service.create(
         event.brand,
         event.reviewers,
         event.items,
         timedelta(seconds=config.link_ttl_seconds),
         resume_handle=event.task_token.get_secret_value(),
+        awaiting_digest=True,
     )
-    message = build_review_email(
-        task, config.link(params), lambda item: config.image_route(params, item, "preview"), config.sender
-    )
-    message_id = SesMailer(review_common.client("ses")).send(message)
     logger.info(
-        "review requested",
-        extra={"review_id": task.review_id, "items": len(task.items), "ses_message_id": message_id},
+        "review stored; awaiting the digest email", extra={"review_id": task.review_id, "items": len(task.items)}
     )
     return {"review_id": task.review_id, "expires_at": task.expires_at.isoformat()}

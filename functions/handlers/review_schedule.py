@@ -1,5 +1,7 @@
-"""Scheduled (EventBridge, e.g. every 15 minutes): remind once before a link expires, expire batches past their
-time (SendTaskFailure `ReviewExpired`), and retry resuming batches whose resume failed.
+"""Scheduled (EventBridge, every 5 minutes): first the digest, which gathers the reviews the notify task stored
+(one per image) into batches per brand and reviewer list and sends ONE email per batch; then the sweep, which reminds
+once per batch before its link expires, expires reviews past their time (SendTaskFailure `ReviewExpired`), and
+retries resuming reviews whose resume failed.
 """
 
 from datetime import timedelta
@@ -16,7 +18,9 @@ from functions.review.store import StoredReview
 logger = Logger(service="review")
 
 
-def send_reminder(review: StoredReview, params: LinkParams) -> None:
+def send_email(review: StoredReview, params: LinkParams, reminder: bool = False) -> None:
+    """One message for the batch: counts, a few thumbnails, one link. The thumbnails are signed routes of the review
+    API that redirect to a fresh presigned S3 URL when opened: a URL presigned now would die long before the link."""
     config = review_common.settings()
     message = build_review_email(
         review.task,
@@ -24,15 +28,30 @@ def send_reminder(review: StoredReview, params: LinkParams) -> None:
         lambda item: config.image_route(params, item, "preview"),
         config.sender,
         pending=review.pending_items,
-        reminder=True,
+        reminder=reminder,
     )
-    SesMailer(review_common.client("ses")).send(message)
+    message_id = SesMailer(review_common.client("ses")).send(message)
+    logger.info(
+        "review email sent",
+        extra={
+            "review_id": review.review_id,
+            "items": len(review.pending_items),
+            "reminder": reminder,
+            "ses_message_id": message_id,
+        },
+    )
+
+
+def send_reminder(review: StoredReview, params: LinkParams) -> None:
+    send_email(review, params, reminder=True)
 
 
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = review_common.settings()
-    report = review_common.review_service().sweep(timedelta(seconds=config.remind_before_seconds), send_reminder)
-    result = {"reminded": report.reminded, "expired": report.expired, "resumed": report.resumed}
+    service = review_common.review_service()
+    emailed = service.digest(send_email)
+    report = service.sweep(timedelta(seconds=config.remind_before_seconds), send_reminder)
+    result = {"emailed": emailed, "reminded": report.reminded, "expired": report.expired, "resumed": report.resumed}
     logger.info("review sweep done", extra=result)
     return result

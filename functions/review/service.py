@@ -3,9 +3,15 @@
 `open` (GET) verifies the link and reads; it never writes. `decide` (POST) verifies the link and the CSRF token,
 applies each decision with a conditional write, and when the last item is decided, resumes the workflow exactly
 once. `sweep` (scheduled) sends reminders, expires batches and retries a resume that failed.
+
+On AWS every product image is its own review (one workflow execution each), created `awaiting_digest`; `digest`
+(scheduled) gathers those per brand and reviewer list into a `StoredBatch` and sends ONE email with one link. That
+link opens a view over the member reviews: a decision is applied to its member review, and each member resumes its
+own execution when its last item is decided.
 """
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,10 +33,13 @@ from .signing import (
     verify_link,
 )
 from .store import (
+    MAX_BATCH_MEMBERS,
     AlreadyDecided,
+    BatchStore,
     DecideResult,
     DecisionApplied,
     ReviewStore,
+    StoredBatch,
     StoredReview,
     now_utc,
     outcome_json,
@@ -39,6 +48,11 @@ from .store import (
 logger = logging.getLogger(__name__)
 
 AUTO_REVIEWER = "auto (no person reviewed)"
+# Images per digest email: one DynamoDB transaction per batch, and a page a person gets through in one sitting.
+DIGEST_MAX_IMAGES = 50
+assert DIGEST_MAX_IMAGES <= MAX_BATCH_MEMBERS
+
+SendBatchEmail = Callable[[StoredReview, LinkParams], None]
 
 
 class ResumeStatus(StrEnum):
@@ -82,6 +96,14 @@ class DecideOutcome:
         return sum(isinstance(result, DecisionApplied) for _, result in self.results)
 
 
+@dataclass(frozen=True)
+class _ItemRoute:
+    """Where a batch page's item lives: its member review and its own item id there."""
+
+    review_id: str
+    item_id: str
+
+
 @dataclass
 class SweepReport:
     reminded: list[str] = field(default_factory=list)
@@ -107,8 +129,10 @@ class ReviewService:
         keys: SigningKeys,
         resumer: Resumer,
         clock: Callable[[], datetime] = now_utc,
+        batches: BatchStore | None = None,
     ) -> None:
         self.store, self.keys, self.resumer, self.clock = store, keys, resumer, clock
+        self.batches = batches  # digest batches (AWS); None locally, where a run is one review already
 
     # -- creating ------------------------------------------------------------------------------------------------
 
@@ -120,7 +144,9 @@ class ReviewService:
         ttl: timedelta,
         resume_handle: str | None = None,
         reissued_from: str | None = None,
+        awaiting_digest: bool = False,
     ) -> tuple[ReviewTask, LinkParams]:
+        """Store a review. With `awaiting_digest` nobody is emailed now: the next `digest` batches it."""
         now = self.clock()
         task = ReviewTask(
             review_id=new_review_id(),
@@ -132,7 +158,7 @@ class ReviewService:
             reissued_from=reissued_from,
         )
         # The identity recorded with every decision is who the link went to, never what a request claims.
-        self.store.create(task, ", ".join(task.reviewers), resume_handle)
+        self.store.create(task, ", ".join(task.reviewers), resume_handle, awaiting_digest)
         return task, self.link_for(task)
 
     def link_for(self, task: ReviewTask) -> LinkParams:
@@ -159,13 +185,61 @@ class ReviewService:
     # -- GET -----------------------------------------------------------------------------------------------------
 
     def open(self, review_id: str, fields: dict[str, str]) -> tuple[StoredReview, LinkParams]:
-        """Verify the link and read the batch. Never writes anything."""
+        """Verify the link and read the review or digest batch. Never writes anything."""
         params = LinkParams.from_fields(review_id, fields)
         verify_link(self.keys, params, self.clock().timestamp())
-        review = self.store.get(review_id)
+        review = self.view(review_id)
         if review is None:  # a valid signature for a deleted review: refuse like any bad link
             raise LinkRefusedError("unknown review")
         return review, params
+
+    def view(self, review_id: str) -> StoredReview | None:
+        """A review, or a digest batch shown as one review over all its members' items. No link check."""
+        loaded = self._load(review_id)
+        return loaded[0] if loaded else None
+
+    def _load(self, review_id: str) -> tuple[StoredReview, dict[str, _ItemRoute] | None] | None:
+        review = self.store.get(review_id)
+        if review is not None:
+            return review, None
+        batch = self.batches.get_batch(review_id) if self.batches is not None else None
+        return self._batch_view(batch) if batch is not None else None
+
+    def _batch_view(self, batch: StoredBatch) -> tuple[StoredReview, dict[str, _ItemRoute]] | None:
+        members = [m for m in (self.store.get(member_id) for member_id in batch.member_ids) if m is not None]
+        if not members:
+            return None
+        seen: dict[str, int] = defaultdict(int)
+        for member in members:
+            for item in member.task.items:
+                seen[item.item_id] += 1
+        items, decisions, routes = [], {}, {}
+        for index, member in enumerate(members):
+            for item in member.task.items:
+                # Items keep their ids (unique on AWS: job ids); only ids two images share get the member's index.
+                page_id = item.item_id if seen[item.item_id] == 1 else f"{index}-{item.item_id}"
+                routes[page_id] = _ItemRoute(member.review_id, item.item_id)
+                items.append(item.model_copy(update={"item_id": page_id}))
+                if item.item_id in member.decisions:
+                    decisions[page_id] = member.decisions[item.item_id].model_copy(update={"item_id": page_id})
+        states = {member.state for member in members}
+        if ReviewState.PENDING in states:
+            state = ReviewState.PENDING
+        elif states <= {ReviewState.DECIDED}:
+            state = ReviewState.DECIDED
+        else:
+            state = ReviewState.EXPIRED
+        task = ReviewTask(
+            review_id=batch.batch_id,
+            brand=batch.brand,
+            reviewers=batch.reviewers,
+            items=tuple(items),
+            created_at=batch.created_at,
+            expires_at=batch.expires_at,
+        )
+        identity = ", ".join(batch.reviewers)
+        view = StoredReview(task, state, identity, decisions, reminder_sent_at=batch.reminder_sent_at)
+        return view, routes
 
     def csrf(self, params: LinkParams) -> str:
         return csrf_token(self.keys, params)
@@ -181,7 +255,12 @@ class ReviewService:
         approve_all: bool = False,
         identity: str | None = None,
     ) -> DecideOutcome:
-        review, params = self.open(review_id, fields)
+        params = LinkParams.from_fields(review_id, fields)
+        verify_link(self.keys, params, self.clock().timestamp())
+        loaded = self._load(review_id)
+        if loaded is None:
+            raise LinkRefusedError("unknown review")
+        review, routes = loaded
         if not check_csrf(self.keys, params, csrf):
             raise CsrfRefusedError("bad CSRF token")
         reviewer = identity or review.identity
@@ -209,18 +288,29 @@ class ReviewService:
             except ValidationError as error:
                 raise BadDecisionError(error.errors()[0]["msg"].removeprefix("Value error, ")) from error
 
-        results: list[tuple[str, DecideResult]] = [
-            (decision.item_id, self.store.decide(review_id, decision, now)) for decision in decisions
-        ]
-        resume = None
-        if any(isinstance(result, DecisionApplied) for _, result in results) and self.store.close_if_decided(review_id):
-            resume = self._resume(review_id)
-        fresh = self.store.get(review_id) or review
+        results: list[tuple[str, DecideResult]] = []
+        touched: list[str] = []  # member reviews with a decision applied now, in order
+        for decision in decisions:
+            route = routes.get(decision.item_id) if routes is not None else None
+            if route is None:
+                target, result = review_id, self.store.decide(review_id, decision, now)
+            else:  # a digest batch: the decision belongs to the member review that holds the item
+                target = route.review_id
+                result = _on_page(
+                    self.store.decide(target, decision.model_copy(update={"item_id": route.item_id}), now),
+                    decision.item_id,
+                )
+            results.append((decision.item_id, result))
+            if isinstance(result, DecisionApplied) and target not in touched:
+                touched.append(target)
+        # Each review whose last item was just decided resumes its own workflow, exactly once (conditional close).
+        statuses = [self._resume(target) for target in touched if self.store.close_if_decided(target)]
+        fresh = self.view(review_id) or review
         logger.info(
             "review decisions recorded",
             extra={"review_id": review_id, "applied": sum(isinstance(r, DecisionApplied) for _, r in results)},
         )
-        return DecideOutcome(results, fresh, resume)
+        return DecideOutcome(results, fresh, _combined(statuses))
 
     def approve_everything(self, review_id: str, reviewer: str = AUTO_REVIEWER) -> DecideOutcome:
         """`--review auto`: approve every pending item without a link, recording that no person reviewed."""
@@ -267,8 +357,74 @@ class ReviewService:
         self.store.mark_resumed(review_id, self.clock())
         return status
 
-    def sweep(self, remind_before: timedelta, send_reminder: Callable[[StoredReview, LinkParams], None]) -> SweepReport:
-        """Scheduled: remind once before expiry, expire what is past its time, retry resumes that failed."""
+    # -- digest batches (AWS) ------------------------------------------------------------------------------------
+
+    def digest(self, send: SendBatchEmail) -> list[str]:
+        """Scheduled: gather the reviews awaiting a digest per brand and reviewer list into batches, and email each
+        batch once (one message, one link). Returns the ids of the batches emailed by this run."""
+        if self.batches is None:
+            raise ValueError("digest batching needs a batch store (DynamoDB); a local run emails its review itself")
+        now = self.clock()
+        groups: dict[tuple[str, tuple[str, ...]], list[ReviewTask]] = defaultdict(list)
+        for task in self.batches.awaiting_digest():
+            groups[(task.brand, tuple(task.reviewers))].append(task)
+        for (brand, reviewers), tasks in groups.items():
+            tasks.sort(key=lambda task: (task.items[0].sku, task.created_at))  # the page groups by product
+            for start in range(0, len(tasks), DIGEST_MAX_IMAGES):
+                chunk = tasks[start : start + DIGEST_MAX_IMAGES]
+                batch = StoredBatch(
+                    batch_id=new_review_id(),
+                    brand=brand,
+                    reviewers=reviewers,
+                    member_ids=tuple(task.review_id for task in chunk),
+                    created_at=now,
+                    expires_at=min(task.expires_at for task in chunk),
+                )
+                claimed = self.batches.create_batch(batch)
+                if claimed:
+                    logger.info("digest batch formed", extra={"batch_id": batch.batch_id, "reviews": len(claimed)})
+
+        emailed: list[str] = []
+        for batch in self.batches.batches_to_email():
+            # Mark first, then send: a batch is emailed at most once. A failed send is unmarked for the next run;
+            # a crash between the two is covered by the reminder that still goes out before the link expires.
+            if not self.batches.mark_batch_emailed(batch.batch_id, now):
+                continue
+            loaded = self._batch_view(batch)
+            if loaded is None or loaded[0].state is not ReviewState.PENDING:
+                continue  # every member expired or was decided meanwhile: nothing to ask
+            view = loaded[0]
+            try:
+                send(view, self.link_for(view.task))
+            except Exception:
+                self.batches.unmark_batch_emailed(batch.batch_id)
+                logger.exception(
+                    "sending the digest email failed; the next run retries it", extra={"batch_id": batch.batch_id}
+                )
+                continue
+            emailed.append(batch.batch_id)
+        return emailed
+
+    def _remind_batches(self, now: datetime, remind_before: timedelta, send_reminder: SendBatchEmail) -> list[str]:
+        if self.batches is None:
+            return []
+        reminded = []
+        for batch in self.batches.batches_to_remind(now):
+            if batch.expires_at - now > remind_before:
+                continue
+            loaded = self._batch_view(batch)
+            if loaded is None or loaded[0].state is not ReviewState.PENDING:
+                continue
+            if self.batches.mark_batch_reminded(batch.batch_id, now):  # mark, then send, as for a single review
+                send_reminder(loaded[0], self.link_for(loaded[0].task))
+                reminded.append(batch.batch_id)
+        return reminded
+
+    def sweep(self, remind_before: timedelta, send_reminder: SendBatchEmail) -> SweepReport:
+        """Scheduled: remind once before expiry, expire what is past its time, retry resumes that failed.
+
+        Expiry and resumes are per review (each fails or resumes its own workflow); a review in a digest batch is
+        reminded with its batch, in one message for the batch."""
         report = SweepReport()
         now = self.clock()
         for review in self.store.open_reviews():
@@ -282,11 +438,31 @@ class ReviewService:
                 if self.expire(review_id) is not None:
                     report.expired.append(review_id)
             elif (
-                review.task.expires_at - now <= remind_before
+                review.batch_id is None
+                and not review.awaiting_digest
+                and review.task.expires_at - now <= remind_before
                 and review.reminder_sent_at is None
                 # Mark first, then send: a crash between the two loses one reminder rather than spamming.
                 and self.store.mark_reminded(review_id, now)
             ):
                 send_reminder(review, self.link_for(review.task))
                 report.reminded.append(review_id)
+        report.reminded.extend(self._remind_batches(now, remind_before, send_reminder))
         return report
+
+
+def _on_page(result: DecideResult, page_item_id: str) -> DecideResult:
+    """A member review's result, named by the item's id on the batch page."""
+    if isinstance(result, DecisionApplied):
+        return DecisionApplied(result.decision.model_copy(update={"item_id": page_item_id}))
+    if isinstance(result, AlreadyDecided):
+        return AlreadyDecided(result.decision.model_copy(update={"item_id": page_item_id}))
+    return result
+
+
+def _combined(statuses: Sequence[ResumeStatus]) -> ResumeStatus | None:
+    """One status for the reviewer: a closed workflow is worth telling, then a deferred resume."""
+    for status in (ResumeStatus.ALREADY_CLOSED, ResumeStatus.DEFERRED, ResumeStatus.RESUMED):
+        if status in statuses:
+            return status
+    return None

@@ -4,6 +4,10 @@ Every state change is a conditional write (item pending -> decided, batch pendin
 decision is applied at most once however many clicks, retries or threads race for it. The workflow's resume handle
 (the Step Functions task token) is stored here and only here; `StoredReview` does not carry it, so a page or a log
 line built from a review cannot leak it.
+
+On AWS the DynamoDB store also keeps digest batches (`BatchStore`): a batch row (sk `batch`) lists its member reviews,
+and is written in one transaction with each member's claim (`awaiting_digest` -> `batch_id`), so a review joins at
+most one batch. Decisions stay on the member reviews.
 """
 
 import json
@@ -28,6 +32,8 @@ class StoredReview:
     decisions: dict[str, ReviewDecision]
     reminder_sent_at: datetime | None = None
     resumed_at: datetime | None = None
+    awaiting_digest: bool = False  # stored, but its email goes out with the next digest (AWS)
+    batch_id: str | None = None  # the emailed batch it belongs to; its link and reminders are the batch's
 
     @property
     def review_id(self) -> str:
@@ -63,12 +69,29 @@ class ReviewClosed:
 DecideResult = DecisionApplied | AlreadyDecided | ReviewClosed
 
 
+@dataclass(frozen=True)
+class StoredBatch:
+    """Several reviews (one per product image on AWS) sent in one email behind one link. Decisions stay on the
+    member reviews; the batch only says which members it holds, when its link expires and what was mailed."""
+
+    batch_id: str
+    brand: str
+    reviewers: tuple[str, ...]
+    member_ids: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime  # the earliest member expiry: every member is still decidable while the link works
+    emailed_at: datetime | None = None
+    reminder_sent_at: datetime | None = None
+
+
 class UnknownReviewError(LookupError):
     pass
 
 
 class ReviewStore(Protocol):
-    def create(self, task: ReviewTask, identity: str, resume_handle: str | None) -> None: ...
+    def create(
+        self, task: ReviewTask, identity: str, resume_handle: str | None, awaiting_digest: bool = False
+    ) -> None: ...
 
     def get(self, review_id: str) -> StoredReview | None: ...
 
@@ -95,6 +118,43 @@ class ReviewStore(Protocol):
     def open_reviews(self) -> list[StoredReview]:
         """Batches still pending, or decided but not yet resumed (a resume that failed and must be retried)."""
         ...
+
+
+# A batch is written in one transaction with the claims of its members, and a transaction holds at most 100 writes.
+MAX_BATCH_MEMBERS = 99
+
+
+class BatchStore(Protocol):
+    """Digest batches (AWS): reviews created `awaiting_digest` are claimed into batches that are emailed once."""
+
+    def awaiting_digest(self) -> list[ReviewTask]:
+        """Pending reviews that no batch has claimed yet."""
+        ...
+
+    def create_batch(self, batch: StoredBatch) -> tuple[str, ...]:
+        """Write the batch and claim its members atomically; a member another batch claimed first (or that is no
+        longer pending) is left out. Returns the members claimed; none claimed -> nothing written."""
+        ...
+
+    def get_batch(self, batch_id: str) -> StoredBatch | None: ...
+
+    def batches_to_email(self) -> list[StoredBatch]:
+        """Batches whose first email has not been sent."""
+        ...
+
+    def batches_to_remind(self, now: datetime) -> list[StoredBatch]:
+        """Emailed, unexpired batches with no reminder sent yet."""
+        ...
+
+    def mark_batch_emailed(self, batch_id: str, now: datetime) -> bool:
+        """True for exactly one caller: the one that sends the email."""
+        ...
+
+    def unmark_batch_emailed(self, batch_id: str) -> None:
+        """Sending failed: let the next digest run try again."""
+        ...
+
+    def mark_batch_reminded(self, batch_id: str, now: datetime) -> bool: ...
 
 
 def _ts(moment: datetime) -> float:
@@ -156,7 +216,10 @@ class SQLiteReviewStore:
         finally:
             db.close()
 
-    def create(self, task: ReviewTask, identity: str, resume_handle: str | None) -> None:
+    def create(self, task: ReviewTask, identity: str, resume_handle: str | None, awaiting_digest: bool = False) -> None:
+        if awaiting_digest:
+            # A local run is one batch already; it emails its own link (functions/review/local_flow.py).
+            raise ValueError("digest batching is for the DynamoDB store; a local review is emailed when created")
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO reviews (review_id, task_json, identity, state, expires_at, created_at, resume_handle) "
@@ -287,6 +350,8 @@ class SQLiteReviewStore:
 
 _REVIEW_SK = "review"
 _ITEM_PREFIX = "item#"
+_BATCH_SK = "batch"
+_AWAITING_DIGEST = "awaiting_digest"  # present only until a batch claims the review (a sparse marker)
 
 
 class DynamoDBReviewStore:
@@ -300,7 +365,7 @@ class DynamoDBReviewStore:
         self.client = client
         self.table = table_name
 
-    def create(self, task: ReviewTask, identity: str, resume_handle: str | None) -> None:
+    def create(self, task: ReviewTask, identity: str, resume_handle: str | None, awaiting_digest: bool = False) -> None:
         review: dict[str, Any] = {
             "pk": {"S": task.review_id},
             "sk": {"S": _REVIEW_SK},
@@ -311,6 +376,8 @@ class DynamoDBReviewStore:
         }
         if resume_handle is not None:
             review["resume_handle"] = {"S": resume_handle}
+        if awaiting_digest:
+            review[_AWAITING_DIGEST] = {"BOOL": True}
         puts = [{"Put": {"TableName": self.table, "Item": review, "ConditionExpression": "attribute_not_exists(pk)"}}]
         puts += [
             {
@@ -361,6 +428,8 @@ class DynamoDBReviewStore:
             decisions=decisions,
             reminder_sent_at=_parse_time(head.get("reminder_sent_at", {}).get("S")),
             resumed_at=_parse_time(head.get("resumed_at", {}).get("S")),
+            awaiting_digest=_AWAITING_DIGEST in head,
+            batch_id=head.get("batch_id", {}).get("S"),
         )
 
     def resume_handle(self, review_id: str) -> str | None:
@@ -419,14 +488,17 @@ class DynamoDBReviewStore:
         state = ReviewState(head["state"]["S"])
         return ReviewClosed(ReviewState.EXPIRED if state is ReviewState.PENDING else state)
 
-    def _conditional_update(self, review_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+    def _conditional_update(
+        self, review_id: str, update: str, condition: str, values: dict[str, Any] | None, sk: str = _REVIEW_SK
+    ) -> bool:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "Key": {"pk": {"S": review_id}, "sk": {"S": _REVIEW_SK}},
+            "Key": {"pk": {"S": review_id}, "sk": {"S": sk}},
             "UpdateExpression": update,
             "ConditionExpression": condition,
-            "ExpressionAttributeValues": values,
         }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
         if "#state" in update + condition:
             kwargs["ExpressionAttributeNames"] = {"#state": "state"}
         try:
@@ -491,6 +563,127 @@ class DynamoDBReviewStore:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return [review for review in (self.get(review_id) for review_id in ids) if review is not None]
+
+    # -- digest batches --------------------------------------------------------------------------------------------
+
+    def _scan(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        kwargs["TableName"] = self.table
+        while True:
+            page = self.client.scan(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def awaiting_digest(self) -> list[ReviewTask]:
+        rows = self._scan(
+            FilterExpression=f"sk = :review AND attribute_exists({_AWAITING_DIGEST}) AND #state = :pending",
+            ProjectionExpression="task",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":review": {"S": _REVIEW_SK}, ":pending": {"S": ReviewState.PENDING.value}},
+        )
+        return [ReviewTask.model_validate_json(row["task"]["S"]) for row in rows]
+
+    def _claimable(self, review_id: str) -> bool:
+        head = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": review_id}, "sk": {"S": _REVIEW_SK}}, ConsistentRead=True
+        ).get("Item")
+        return bool(head) and _AWAITING_DIGEST in head and head["state"]["S"] == ReviewState.PENDING.value
+
+    def create_batch(self, batch: StoredBatch) -> tuple[str, ...]:
+        if len(batch.member_ids) > MAX_BATCH_MEMBERS:
+            raise ValueError(f"a batch holds at most {MAX_BATCH_MEMBERS} reviews, got {len(batch.member_ids)}")
+        members = batch.member_ids
+        for _ in range(3):  # a concurrent digest may claim some members first: drop those and try again
+            if not members:
+                return ()
+            head: dict[str, Any] = {
+                "pk": {"S": batch.batch_id},
+                "sk": {"S": _BATCH_SK},
+                "brand": {"S": batch.brand},
+                "reviewers": {"L": [{"S": reviewer} for reviewer in batch.reviewers]},
+                "members": {"L": [{"S": member} for member in members]},
+                "created_at": {"S": batch.created_at.isoformat()},
+                "expires_at": {"N": str(int(_ts(batch.expires_at)))},
+            }
+            claims = [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"pk": {"S": member}, "sk": {"S": _REVIEW_SK}},
+                        "UpdateExpression": f"SET batch_id = :batch REMOVE {_AWAITING_DIGEST}",
+                        "ConditionExpression": f"attribute_exists({_AWAITING_DIGEST}) AND #state = :pending",
+                        "ExpressionAttributeNames": {"#state": "state"},
+                        "ExpressionAttributeValues": {
+                            ":batch": {"S": batch.batch_id},
+                            ":pending": {"S": ReviewState.PENDING.value},
+                        },
+                    }
+                }
+                for member in members
+            ]
+            put = {"Put": {"TableName": self.table, "Item": head, "ConditionExpression": "attribute_not_exists(pk)"}}
+            try:
+                self.client.transact_write_items(TransactItems=[put, *claims])
+                return members
+            except self.client.exceptions.TransactionCanceledException:
+                members = tuple(member for member in members if self._claimable(member))
+        return ()
+
+    @staticmethod
+    def _batch(row: dict[str, Any]) -> StoredBatch:
+        return StoredBatch(
+            batch_id=row["pk"]["S"],
+            brand=row["brand"]["S"],
+            reviewers=tuple(value["S"] for value in row["reviewers"]["L"]),
+            member_ids=tuple(value["S"] for value in row["members"]["L"]),
+            created_at=datetime.fromisoformat(row["created_at"]["S"]),
+            expires_at=datetime.fromtimestamp(int(row["expires_at"]["N"]), UTC),
+            emailed_at=_parse_time(row.get("emailed_at", {}).get("S")),
+            reminder_sent_at=_parse_time(row.get("reminder_sent_at", {}).get("S")),
+        )
+
+    def get_batch(self, batch_id: str) -> StoredBatch | None:
+        row = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": batch_id}, "sk": {"S": _BATCH_SK}}, ConsistentRead=True
+        ).get("Item")
+        return self._batch(row) if row else None
+
+    def batches_to_email(self) -> list[StoredBatch]:
+        rows = self._scan(
+            FilterExpression="sk = :batch AND attribute_not_exists(emailed_at)",
+            ExpressionAttributeValues={":batch": {"S": _BATCH_SK}},
+        )
+        return [self._batch(row) for row in rows]
+
+    def batches_to_remind(self, now: datetime) -> list[StoredBatch]:
+        rows = self._scan(
+            FilterExpression="sk = :batch AND attribute_exists(emailed_at) AND "
+            "attribute_not_exists(reminder_sent_at) AND expires_at > :now",
+            ExpressionAttributeValues={":batch": {"S": _BATCH_SK}, ":now": {"N": str(int(_ts(now)))}},
+        )
+        return [self._batch(row) for row in rows]
+
+    def mark_batch_emailed(self, batch_id: str, now: datetime) -> bool:
+        return self._conditional_update(
+            batch_id,
+            "SET emailed_at = :now",
+            "attribute_exists(pk) AND attribute_not_exists(emailed_at)",
+            {":now": {"S": now.isoformat()}},
+            sk=_BATCH_SK,
+        )
+
+    def unmark_batch_emailed(self, batch_id: str) -> None:
+        self._conditional_update(batch_id, "REMOVE emailed_at", "attribute_exists(pk)", None, sk=_BATCH_SK)
+
+    def mark_batch_reminded(self, batch_id: str, now: datetime) -> bool:
+        return self._conditional_update(
+            batch_id,
+            "SET reminder_sent_at = :now",
+            "attribute_exists(pk) AND attribute_not_exists(reminder_sent_at)",
+            {":now": {"S": now.isoformat()}},
+            sk=_BATCH_SK,
+        )
 
 
 def now_utc() -> datetime:

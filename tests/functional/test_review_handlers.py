@@ -90,8 +90,8 @@ def _items():
     ]
 
 
-def _start_waiting_execution() -> tuple[str, dict]:
-    """A state machine whose review task waits for a task token; the token reaches us the way it reaches a task."""
+def _start_waiting_executions(inputs: list[list[dict]]) -> list[tuple[str, dict]]:
+    """One execution per image, each waiting at its review task; a token reaches us the way it reaches a task."""
     sqs = boto3.client("sqs", region_name=REGION)
     queue = sqs.create_queue(QueueName="review-requests")["QueueUrl"]
     role = boto3.client("iam", region_name=REGION).create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")
@@ -118,13 +118,25 @@ def _start_waiting_execution() -> tuple[str, dict]:
     machine = sfn.create_state_machine(
         name="catalog-review", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
     )["stateMachineArn"]
-    execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"items": _items()}))["executionArn"]
+    executions = {
+        json.dumps(items, sort_keys=True): sfn.start_execution(
+            stateMachineArn=machine, name=f"image-{n}", input=json.dumps({"items": items})
+        )["executionArn"]
+        for n, items in enumerate(inputs)
+    }
+    bodies: dict[str, dict] = {}
     for _ in range(40):
-        messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
-        if messages:
-            return execution, json.loads(messages[0]["Body"])
+        for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            body = json.loads(message["Body"])
+            bodies[json.dumps(body["items"], sort_keys=True)] = body
+        if len(bodies) == len(inputs):
+            return [(executions[key], bodies[key]) for key in executions]
         time.sleep(0.25)
-    raise AssertionError("the review task never sent its token")
+    raise AssertionError("the review tasks never sent their tokens")
+
+
+def _start_waiting_execution() -> tuple[str, dict]:
+    return _start_waiting_executions([_items()])[0]
 
 
 def _execution_status(execution: str, until_not: str = "RUNNING") -> dict:
@@ -204,12 +216,14 @@ def log_output():
         logger.removeHandler(handler)
 
 
-def _notify(body: dict, logs_stream) -> tuple[str, dict[str, str], str]:
+def _notify(body: dict, logs_stream) -> tuple[str, dict[str, str], str, str]:
+    """The image's notify task, then the scheduled digest that emails it: (link id, link query, logs, review id)."""
     result = review_notify.lambda_handler(body, FakeContext())
+    digest = review_schedule.lambda_handler({}, FakeContext())
     logs = logs_stream.getvalue()
-    review_id, query = _link_params(_sent_mail()[-1])
-    assert review_id == result["review_id"]
-    return review_id, query, logs
+    link_id, query = _link_params(_sent_mail()[-1])
+    assert digest["emailed"] == [link_id]
+    return link_id, query, logs, result["review_id"]
 
 
 def _csrf(review_id: str, query: dict[str, str]) -> str:
@@ -222,29 +236,35 @@ def _decide(review_id: str, query: dict, decisions: list[dict]) -> dict:
     return review_api.lambda_handler(event, FakeContext())
 
 
-def test_notify_stores_the_token_server_side_emails_one_link_and_never_logs_the_token(aws, log_output):
+def test_notify_stores_the_token_server_side_and_the_digest_emails_one_link_never_logging_the_token(aws, log_output):
     # Given an execution waiting at the review task
     execution, body = _start_waiting_execution()
     token = body["task_token"]
     # When the notify handler runs with the task's input
-    review_id, query, logs = _notify(body, log_output)
-    # Then one email went out, with both parts, a link carrying only e/k/s, and no token anywhere
-    mails = _sent_mail()
-    assert len(mails) == 1 and mails[0]["To"] == REVIEWER and "2 images to review for acme" in mails[0]["Subject"]
-    assert {p.get_content_type() for p in mails[0].walk()} >= {"text/plain", "text/html"}
-    assert set(query) == {"e", "k", "s"}
-    assert token not in mails[0].as_string() and token not in logs and review_id in logs
-    # And the token is in DynamoDB, beside the review, for the resume
+    review_id = review_notify.lambda_handler(body, FakeContext())["review_id"]
+    # Then nothing is emailed yet, and the token is in DynamoDB, beside the review, for the resume
+    assert _sent_mail() == []
     row = boto3.client("dynamodb", region_name=REGION).get_item(
         TableName=TABLE, Key={"pk": {"S": review_id}, "sk": {"S": "review"}}
     )["Item"]
-    assert row["resume_handle"]["S"] == token and row["state"]["S"] == "pending"
+    assert row["resume_handle"]["S"] == token and row["state"]["S"] == "pending" and "awaiting_digest" in row
+    # When the scheduled digest runs
+    digest = review_schedule.lambda_handler({}, FakeContext())
+    logs = log_output.getvalue()
+    # Then one email went out, with both parts, a link (to the batch) carrying only e/k/s, and no token anywhere
+    mails = _sent_mail()
+    batch_id, query = _link_params(mails[0])
+    assert digest["emailed"] == [batch_id] and batch_id != review_id
+    assert len(mails) == 1 and mails[0]["To"] == REVIEWER and "2 images to review for acme" in mails[0]["Subject"]
+    assert {p.get_content_type() for p in mails[0].walk()} >= {"text/plain", "text/html"}
+    assert set(query) == {"e", "k", "s"}
+    assert token not in mails[0].as_string() and token not in logs and review_id in logs and batch_id in logs
     assert _execution_status(execution)["status"] == "RUNNING"
 
 
 def test_get_changes_nothing_and_decisions_resume_the_execution_exactly_once(aws, log_output):
     execution, body = _start_waiting_execution()
-    review_id, query, _ = _notify(body, log_output)
+    review_id, query, _, _ = _notify(body, log_output)
 
     # When the page is fetched (a mail scanner would), Then it renders with presigned S3 images and strict headers
     page = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}", query), FakeContext())
@@ -272,7 +292,7 @@ def test_get_changes_nothing_and_decisions_resume_the_execution_exactly_once(aws
 
 def test_sso_claims_are_recorded_as_the_reviewer(aws, log_output):
     _, body = _start_waiting_execution()
-    review_id, query, _ = _notify(body, log_output)
+    review_id, query, _, _ = _notify(body, log_output)
     csrf = _csrf(review_id, query)
     event = _api_event(
         "POST",
@@ -283,13 +303,13 @@ def test_sso_claims_are_recorded_as_the_reviewer(aws, log_output):
     )
     response = review_api.lambda_handler(event, FakeContext())
     assert response["statusCode"] == 200 and "sso:ann@brand.example.com" in response["body"]
-    stored = review_common.review_service().store.get(review_id)
+    stored = review_common.review_service().view(review_id)
     assert stored.decisions["i1"].reviewer == "sso:ann@brand.example.com"
 
 
 def test_tampered_link_is_403_and_the_image_route_redirects_to_a_presigned_url(aws, log_output):
     _, body = _start_waiting_execution()
-    review_id, query, _ = _notify(body, log_output)
+    review_id, query, _, _ = _notify(body, log_output)
     bad = dict(query, e=str(int(query["e"]) + 60))
     refused = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}", bad), FakeContext())
     image = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}/image/i1/preview", query), FakeContext())
@@ -300,19 +320,19 @@ def test_tampered_link_is_403_and_the_image_route_redirects_to_a_presigned_url(a
 
 def test_a_closed_execution_gives_an_already_closed_page_not_a_500(aws, log_output):
     execution, body = _start_waiting_execution()
-    review_id, query, _ = _notify(body, log_output)
+    link_id, query, _, review_id = _notify(body, log_output)
     # Given the execution closed meanwhile (moto keeps no token state for a stopped one, so close it by its token)
     boto3.client("stepfunctions", region_name=REGION).send_task_success(taskToken=body["task_token"], output="{}")
     assert _execution_status(execution)["status"] == "SUCCEEDED"
-    _decide(review_id, query, [{"item_id": "i1", "verdict": "approved"}])
-    last = _decide(review_id, query, [{"item_id": "i2", "verdict": "approved"}])
+    _decide(link_id, query, [{"item_id": "i1", "verdict": "approved"}])
+    last = _decide(link_id, query, [{"item_id": "i2", "verdict": "approved"}])
     assert last["statusCode"] == 410 and "already closed" in json.loads(last["body"])["error"]
     assert review_common.review_service().store.get(review_id).resumed_at is not None  # not retried for ever
 
 
 def test_schedule_reminds_once_then_expires_with_send_task_failure(aws, log_output, monkeypatch):
     execution, body = _start_waiting_execution()
-    review_id, _, _ = _notify(body, log_output)
+    batch_id, _, _, review_id = _notify(body, log_output)
     service = review_common.review_service()
     start = datetime.now(UTC)
 
@@ -322,8 +342,8 @@ def test_schedule_reminds_once_then_expires_with_send_task_failure(aws, log_outp
     second = review_schedule.lambda_handler({}, FakeContext())
     # Then exactly one reminder went out, and it is recorded
     reminders = [m for m in _sent_mail() if " ".join(m["Subject"].split()).startswith("Reminder: ")]
-    assert first["reminded"] == [review_id] and second["reminded"] == [] and len(reminders) == 1
-    assert service.store.get(review_id).reminder_sent_at is not None
+    assert first["reminded"] == [batch_id] and second["reminded"] == [] and len(reminders) == 1
+    assert service.view(batch_id).reminder_sent_at is not None
 
     # When the sweep runs after the expiry
     monkeypatch.setattr(service, "clock", lambda: start + timedelta(hours=3))
@@ -359,3 +379,118 @@ def test_dynamodb_store_applies_a_decision_once(aws):
     assert not store.close_if_decided(task.review_id)  # i2 still pending
     late = store.decide(task.review_id, decision.model_copy(update={"item_id": "i2"}), now + timedelta(hours=2))
     assert type(late).__name__ == "ReviewClosed"
+
+
+def _image_items(image: int) -> list[dict]:
+    """One product image's items, with ids unique across images as the workflow makes them (job ids)."""
+    return [
+        {
+            "item_id": f"img{image}-{kind}",
+            "sku": f"SKU-{image}",
+            "original": f"s3://{BUCKET}/SKU-1/front.original.jpg",
+            "generated": f"s3://{BUCKET}/SKU-1/front.packshot.jpg",
+            "job_kind": kind,
+        }
+        for kind in ("packshot", "lifestyle")
+    ]
+
+
+def test_three_images_get_one_digest_email_whose_link_lists_them_all_and_each_resumes_alone(aws, log_output):
+    # Given three images' executions waiting at their review tasks, and their notify invocations
+    waiting = _start_waiting_executions([_image_items(n) for n in (1, 2, 3)])
+    review_ids = [review_notify.lambda_handler(body, FakeContext())["review_id"] for _, body in waiting]
+    tokens = [body["task_token"] for _, body in waiting]
+    # Then nothing is emailed yet
+    assert _sent_mail() == []
+
+    # When the digest runs, twice
+    first = review_schedule.lambda_handler({}, FakeContext())
+    second = review_schedule.lambda_handler({}, FakeContext())
+    # Then exactly one email went out, for all six items, and the second run sent nothing
+    mails = _sent_mail()
+    assert len(mails) == 1 and "6 images to review for acme" in " ".join(mails[0]["Subject"].split())
+    batch_id, query = _link_params(mails[0])
+    assert first["emailed"] == [batch_id] and second["emailed"] == [] and batch_id not in review_ids
+
+    # When its one link is opened, Then the page lists every item of the three images
+    page = review_api.lambda_handler(_api_event("GET", f"/review/{batch_id}", query), FakeContext())
+    assert page["statusCode"] == 200
+    for n in (1, 2, 3):
+        assert f'id="item-img{n}-packshot"' in page["body"] and f'id="item-img{n}-lifestyle"' in page["body"]
+        assert f"SKU-{n}" in page["body"]
+
+    # When every item of the second image is decided through the batch link
+    response = _decide(
+        batch_id,
+        query,
+        [
+            {"item_id": "img2-packshot", "verdict": "approved"},
+            {"item_id": "img2-lifestyle", "verdict": "rejected", "reason": "off_brand"},
+        ],
+    )
+    # Then only the second image's execution resumed, with its own decisions under its own item ids
+    assert response["statusCode"] == 200
+    statuses = [_execution_status(execution) for execution, _ in waiting]
+    assert [s["status"] for s in statuses] == ["RUNNING", "SUCCEEDED", "RUNNING"]
+    output = json.loads(statuses[1]["output"])
+    assert output["review_id"] == review_ids[1]
+    assert [(d["item_id"], d["verdict"]) for d in output["decisions"]] == [
+        ("img2-packshot", "approved"),
+        ("img2-lifestyle", "rejected"),
+    ]
+    service = review_common.review_service()
+    assert service.store.get(review_ids[0]).state.value == "pending"
+
+    # And no task token is in the email, the page or any log line
+    logs = log_output.getvalue()
+    for token in tokens:
+        assert token not in mails[0].as_string() and token not in page["body"] and token not in logs
+
+
+def test_approve_all_remaining_works_across_the_batch_even_when_item_ids_repeat(aws, log_output):
+    # Given two images whose items share ids (i1, i2), batched by one digest
+    waiting = _start_waiting_executions([_items(), [dict(item, sku=f"B-{item['sku']}") for item in _items()]])
+    for _, body in waiting:
+        review_notify.lambda_handler(body, FakeContext())
+    review_schedule.lambda_handler({}, FakeContext())
+    batch_id, query = _link_params(_sent_mail()[-1])
+    # When the first image's SKU-1 item is rejected, then "Approve all remaining" is clicked
+    page = review_common.review_service().view(batch_id)
+    assert len(page.task.items) == 4 and len({item.item_id for item in page.task.items}) == 4
+    rejected = next(item.item_id for item in page.task.items if item.sku == "SKU-1")
+    _decide(batch_id, query, [{"item_id": rejected, "verdict": "rejected", "reason": "artefacts"}])
+    body = json.dumps({**query, "csrf": _csrf(batch_id, query), "approve_all": True})
+    event = _api_event("POST", f"/review/{batch_id}", body=body, content_type="application/json")
+    response = review_api.lambda_handler(event, FakeContext())
+    # Then the three remaining items were approved and both executions resumed with their own item ids
+    assert response["statusCode"] == 200 and json.loads(response["body"])["review"]["state"] == "decided"
+    outputs = [json.loads(_execution_status(execution)["output"]) for execution, _ in waiting]
+    assert [[(d["item_id"], d["verdict"]) for d in o["decisions"]] for o in outputs] == [
+        [("i1", "rejected"), ("i2", "approved")],
+        [("i1", "approved"), ("i2", "approved")],
+    ]
+
+
+def test_a_batch_is_reminded_once_and_each_member_expires_with_review_expired(aws, log_output, monkeypatch):
+    # Given two images batched into one email
+    waiting = _start_waiting_executions([_image_items(1), _image_items(2)])
+    for _, body in waiting:
+        review_notify.lambda_handler(body, FakeContext())
+    review_schedule.lambda_handler({}, FakeContext())
+    batch_id, _ = _link_params(_sent_mail()[-1])
+    service = review_common.review_service()
+    start = datetime.now(UTC)
+    # When the schedule runs within an hour of the expiry, twice
+    monkeypatch.setattr(service, "clock", lambda: start + timedelta(minutes=70))
+    first = review_schedule.lambda_handler({}, FakeContext())
+    second = review_schedule.lambda_handler({}, FakeContext())
+    # Then one reminder went out, for the batch (not one per image)
+    reminders = [m for m in _sent_mail() if " ".join(m["Subject"].split()).startswith("Reminder: ")]
+    assert first["reminded"] == [batch_id] and second["reminded"] == [] and len(reminders) == 1
+    assert "4 images" in " ".join(reminders[0]["Subject"].split())
+    # When it runs after the expiry, Then each image's execution failed with ReviewExpired
+    monkeypatch.setattr(service, "clock", lambda: start + timedelta(hours=3))
+    expired = review_schedule.lambda_handler({}, FakeContext())
+    assert len(expired["expired"]) == 2
+    assert [_execution_status(execution).get("error") for execution, _ in waiting] == ["ReviewExpired"] * 2
+    assert service.view(batch_id).state.value == "expired"

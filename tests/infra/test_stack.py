@@ -188,7 +188,33 @@ def test_review_pieces(synthesized):
     synthesized.one("AWS::SecretsManager::Secret")
     synthesized.one("AWS::ApiGateway::RestApi")
     rules = [r["Properties"] for r in synthesized.resources("AWS::Events::Rule").values()]
-    assert len(rules) == 2  # the review sweep and the GPU job reconciler
+    assert len(rules) == 2  # the review digest + sweep, and the GPU job reconciler
+    assert "rate(5 minutes)" in {rule["ScheduleExpression"] for rule in rules}  # review emails wait <= 5 minutes
+
+
+def test_only_the_digest_sends_review_email(synthesized):
+    # Given each review function's role policies
+    functions = synthesized.resources("AWS::Lambda::Function")
+    policies = synthesized.resources("AWS::IAM::Policy").values()
+
+    def actions_of(description_start: str) -> set[str]:
+        role = next(
+            f["Properties"]["Role"]["Fn::GetAtt"][0]
+            for f in functions.values()
+            if f["Properties"].get("Description", "").startswith(description_start)
+        )
+        return {
+            action
+            for p in policies
+            if {"Ref": role} in p["Properties"]["Roles"]
+            for statement in p["Properties"]["PolicyDocument"]["Statement"]
+            for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+        }
+
+    # Then the notify task (one call per image) cannot email or read images; the scheduled digest can send mail
+    notify, digest = actions_of("Review .waitForTaskToken"), actions_of("Emails one digest")
+    assert not {a for a in notify if a.startswith(("ses:", "s3:"))}
+    assert "ses:SendRawEmail" in digest and "dynamodb:Scan" in digest
 
 
 def test_dashboard_and_alarms(synthesized):
