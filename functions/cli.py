@@ -81,7 +81,7 @@ def run(
     ] = 0.85,
     output_format: Annotated[
         Format | None,
-        typer.Option("--format", help="Packshot file format [default: jpeg; png for transparent]."),
+        typer.Option("--format", help="Packshot file format (default: jpeg; png for transparent)."),
     ] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality (WebP 100 = lossless).")] = 92,
     workers: Annotated[
@@ -91,7 +91,7 @@ def run(
     models_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Folder holding rembg .onnx models [default: $CATALOG_MODELS_DIR or ~/.cache/catalog/models]."
+            help="Folder holding rembg .onnx models (default: $CATALOG_MODELS_DIR or ~/.cache/catalog/models)."
         ),
     ] = None,
     allow_download: Annotated[
@@ -107,7 +107,7 @@ def run(
         typer.Option(help="none: publish nothing | auto: approve all, no person | local: email + page on 127.0.0.1."),
     ] = ReviewChoice.NONE,
     review_timeout: Annotated[int, typer.Option(min=10, help="Seconds to wait for the reviewer.")] = 1800,
-    review_port: Annotated[int, typer.Option(min=0, max=65535, help="Review page port [default: a free one].")] = 0,
+    review_port: Annotated[int, typer.Option(min=0, max=65535, help="Review page port (default: a free one).")] = 0,
     reviewer: Annotated[str, typer.Option(help="Reviewer's address, recorded with each decision.")] = (
         "reviewer@example.com"
     ),

@@ -14,9 +14,9 @@ console = Console(stderr=True)
 @review_app.command()
 def reissue(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="The output folder of a `catalog run --review local`.")],
-    review_id: Annotated[str | None, typer.Option(help="The expired batch [default: the latest one].")] = None,
+    review_id: Annotated[str | None, typer.Option(help="The expired batch (default: the latest one).")] = None,
     timeout: Annotated[int, typer.Option(min=10, help="Seconds the new link stays valid.")] = 1800,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on [default: a free one].")] = 0,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on (default: a free one).")] = 0,
 ) -> None:
     """Send a new link for the images an expired review left undecided, wait for the decisions, publish."""
     from .local_flow import STATE_DIR, local_service, serve_and_wait
