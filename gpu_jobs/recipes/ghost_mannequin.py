@@ -32,7 +32,7 @@ from schemas.records import Status
 from .. import storage
 from ..errors import JobInputError
 from ..models import ModelRegistry
-from ..params import float_param, int_param, variation_seeds
+from ..params import bool_param, choice_param, float_param, int_param, variation_seeds
 from ..segmentation import backdrop_foreground, load_clothes_segmenter
 from ..tiny_models import TINY_NOTE
 
@@ -187,12 +187,8 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
     if "image" not in request.inputs:
         raise JobInputError("inputs.image", "the ghost mannequin recipe needs the garment-on-mannequin photo")
     params = request.params
-    background = params.get("background", "white")
-    if background not in ("white", "transparent"):
-        raise JobInputError("params.background", f"must be 'white' or 'transparent', got {background!r}")
-    mirror_back = params.get("mirror_back", False)
-    if not isinstance(mirror_back, bool):
-        raise JobInputError("params.mirror_back", "must be true or false")
+    background: Background = choice_param(params, "background", "white", ("white", "transparent"))
+    mirror_back = bool_param(params, "mirror_back", False)
     steps = int_param(params, "steps", registry.config.default_steps, 1, 150)
     guidance = float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
 

@@ -42,7 +42,7 @@ from schemas.records import Box
 from .. import storage
 from ..errors import JobInputError
 from ..models import ModelRegistry
-from ..params import float_param, int_param, variation_seeds
+from ..params import choice_param, float_param, int_param, variation_seeds
 from ..tiny_models import TINY_NOTE
 
 Mode = Literal["inpaint", "img2img", "text2img"]
@@ -61,9 +61,7 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
 
     # 1. check inputs
     params = request.params
-    mode = params.get("mode", "inpaint")
-    if mode not in ("inpaint", "img2img", "text2img"):
-        raise JobInputError("params.mode", f"must be 'inpaint', 'img2img' or 'text2img', got {mode!r}")
+    mode: Mode = choice_param(params, "mode", "inpaint", ("inpaint", "img2img", "text2img"))
     profile = _brand_profile(request)
     width = int_param(params, "width", registry.config.default_size, 64, 2048)
     height = int_param(params, "height", registry.config.default_size, 64, 2048)

@@ -42,7 +42,7 @@ from ..config import IPAdapterSpec, ModelSpec
 from ..errors import JobInputError
 from ..model_library import DEFAULT_MODEL_IDS, draw_default_model
 from ..models import ModelRegistry
-from ..params import float_param, int_param, variation_seeds
+from ..params import bool_param, choice_param, float_param, int_param, variation_seeds
 from ..segmentation import REGION_FOR_CATEGORY, load_human_parser
 from ..tiny_models import TINY_NOTE
 
@@ -388,15 +388,11 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
         known = ", ".join(sorted(category.value for category in REGION_FOR_CATEGORY))
         raise JobInputError("category", f"try-on covers {known}; got '{request.category.value}'")
     params = request.params
-    engine_name = params.get("engine", registry.config.try_on_engine)
-    if engine_name not in ("diffusers", "catvton"):
-        raise JobInputError("params.engine", f"must be 'diffusers' or 'catvton', got {engine_name!r}")
+    engine_name = choice_param(params, "engine", registry.config.try_on_engine, ("diffusers", "catvton"))
     controlnet = params.get("controlnet")
     if controlnet not in (None, "pose", "depth", "canny"):
         raise JobInputError("params.controlnet", f"must be 'pose', 'depth' or 'canny', got {controlnet!r}")
-    mask_limbs = params.get("mask_limbs", False)
-    if not isinstance(mask_limbs, bool):
-        raise JobInputError("params.mask_limbs", "must be true or false")
+    mask_limbs = bool_param(params, "mask_limbs", False)
     steps = int_param(params, "steps", registry.config.default_steps, 1, 150)
     guidance = float_param(params, "guidance_scale", 5.0, 0.0, 30.0)
     ip_scale = float_param(params, "ip_adapter_scale", -1.0, -1.0, 2.0)
