@@ -17,6 +17,7 @@ from . import (
     ReviewTask,
     RunManifest,
 )
+from .workflow import ChecksInput, ExecutionInput, PreparedImage, PublishInput, PublishResult, ReviewRequest
 
 EXPORTED: dict[str, type[BaseModel]] = {
     "product-sidecar": ProductSidecar,
@@ -29,6 +30,12 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "feedback-record": FeedbackRecord,
     "brand-profile": BrandProfile,
     "run-manifest": RunManifest,
+    "execution-input": ExecutionInput,
+    "prepared-image": PreparedImage,
+    "checks-input": ChecksInput,
+    "review-request": ReviewRequest,
+    "publish-input": PublishInput,
+    "publish-result": PublishResult,
 }
 
 

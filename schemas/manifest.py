@@ -10,6 +10,8 @@ from .jobs import JobResult
 from .product import JobKind
 from .records import Cutout as CutoutInfo
 from .records import IntakeInfo, ProcessingError, Status
+from .review import ReviewItem
+from .workflow import PreparedImage
 
 MANIFEST_VERSION = 1
 
@@ -28,6 +30,10 @@ class ManifestEntry(Contract):
     reused: bool = Field(default=False, description="True when a previous run's outputs were kept.")
     requested_jobs: tuple[JobKind, ...] = (JobKind.PACKSHOT,)
     jobs: tuple[JobResult, ...] = Field(default=(), description="GPU job results, with output URIs and seeds.")
+    prepared: PreparedImage | None = Field(default=None, description="What prepare made: the workflow's payload.")
+    review_items: tuple[ReviewItem, ...] = Field(
+        default=(), description="The packshot and each generated image, with the automatic checks' flags."
+    )
 
 
 class RunOptions(Contract):

@@ -6,6 +6,8 @@ from pydantic import Field
 
 from ._base import Contract
 
+SIDECAR_NAME = "product.json"  # beside a SKU's photos, in a local folder or under incoming/<brand>/<sku>/
+
 
 class JobKind(StrEnum):
     """What can be made from a product photo."""

@@ -41,6 +41,9 @@ class ReviewItemDetails(Contract):
     source: str | None = Field(default=None, description="The input photo, relative to the input folder or a URI.")
     content_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     generated_thumbnail: str | None = Field(default=None, description="A small preview of `generated`, for email.")
+    publish_name: str | None = Field(
+        default=None, description="Where it is published, under the brand's approved folder: `<sku>/<photo>.<kind>...`."
+    )
     provenance: GenerationProvenance = GenerationProvenance()
 
 

@@ -1,0 +1,121 @@
+"""The payloads passed between the workflow's states, the same on both runtimes.
+
+On AWS they travel as Step Functions state (ingest -> prepare -> GPU jobs -> checks -> review -> publish); locally the
+runner passes the same models from stage to stage. Every handler parses its input with one of these at its boundary,
+and the workflow tests build their task results from them.
+"""
+
+from pydantic import ConfigDict, EmailStr, Field, computed_field
+
+from ._base import Contract
+from .checks import QualityFlag
+from .jobs import JobRequest, JobResult, Uri
+from .records import Cutout, IntakeInfo
+from .review import ReviewItem, ReviewOutcome
+
+
+class ExecutionInput(Contract):
+    """One object version that arrived under `incoming/<brand>/<sku>/`: what `ingest` starts an execution with."""
+
+    # An S3 key is exact: stripping `SKU-1\u00a0/` or `front.jpg ` would name another object (or none at all).
+    model_config = ConfigDict(str_strip_whitespace=False)  # merged with Contract's (frozen, extra="forbid")
+
+    bucket: str = Field(min_length=3)
+    key: str = Field(min_length=1)
+    version_id: str | None = None
+    etag: str | None = None
+    size: int = Field(ge=0)
+    brand: str = Field(min_length=1, max_length=128)
+    sku: str = Field(min_length=1)
+    filename: str = Field(min_length=1)
+    image_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{8,96}$")
+
+
+class PreparedFiles(Contract):
+    """What prepare wrote, by URI: `file://` locally, `s3://` on AWS."""
+
+    cutout: Uri
+    mask: Uri
+    packshot: Uri
+    normalised: Uri | None = Field(default=None, description="Written when a job needs the upright sRGB photo.")
+    original_preview: Uri | None = Field(default=None, description="What the reviewer sees as the original.")
+    cutout_preview: Uri | None = None
+    packshot_preview: Uri | None = Field(default=None, description="A small packshot preview for the email.")
+
+
+class ResolvedBrand(Contract):
+    """The brand a photo belongs to, and the profile its GPU jobs use (none: packshot-only defaults)."""
+
+    brand: str
+    profile_uri: Uri | None = None
+    adapters: dict[str, str] = Field(default_factory=dict, description="Adapter name -> version, as profiled.")
+    note: str | None = Field(default=None, description="Why no profile applies, when none does.")
+
+
+class PreparedImage(Contract):
+    """The CPU half's result for one photo: the derived files, the checks, and the GPU jobs to run."""
+
+    image_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{8,96}$")
+    brand: ResolvedBrand
+    sku: str
+    source: str = Field(description="The original: its path relative to the input folder, or its s3:// URI.")
+    filename: str
+    publish_stem: str = Field(description="`<sku>/<photo>`: published files are named after it.")
+    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    intake: IntakeInfo
+    cutout: Cutout
+    checks: tuple[QualityFlag, ...] = ()
+    files: PreparedFiles
+    reviewers: tuple[str, ...] = ()
+    jobs: tuple[JobRequest, ...] = ()
+
+
+class GpuJobTask(Contract):
+    """One GPU job attempt, as the workflow's Map hands it to the submitter."""
+
+    attempt: int = Field(default=0, ge=0, le=99)
+    execution_arn: str | None = None
+    job: JobRequest
+
+
+class ChecksInput(Contract):
+    """The automatic checks' input: the prepared image and every GPU job's result."""
+
+    prepared: PreparedImage
+    gpu_results: tuple[JobResult, ...] = ()
+
+
+class ReviewRequest(Contract):
+    """What a person is asked to decide for one photo: its packshot and generated images, with their flags."""
+
+    brand: str = Field(min_length=1)
+    reviewers: tuple[EmailStr, ...] = Field(min_length=1)
+    items: tuple[ReviewItem, ...] = Field(min_length=1)
+
+
+class PublishInput(Contract):
+    """The publish task's input: the review request and the decisions it was resumed with."""
+
+    review: ReviewRequest
+    outcome: ReviewOutcome
+
+
+class PublishResult(Contract):
+    """Where the approved images went and what became feedback. A re-run adds nothing."""
+
+    published: tuple[str, ...] = ()
+    already_published: tuple[str, ...] = Field(default=(), description="The same bytes were there: a re-run.")
+    conflicts: tuple[str, ...] = Field(default=(), description="Other bytes were there: left alone, reported.")
+    rejected: tuple[str, ...] = Field(default=(), description="Item ids recorded as feedback.")
+    feedback: str | None = Field(default=None, description="Where the feedback lines went.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def published_count(self) -> int:
+        """The workflow's last Choice reads it: anything approved ends in `Published`."""
+        return len(self.published) + len(self.already_published)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rejected_count(self) -> int:
+        return len(self.rejected)
