@@ -41,10 +41,10 @@ def child(variant: str, photo: Path, model: Path, repeat: int, out_dir: Path) ->
             output = remove(Image.open(photo), session=session)
             output.save(out_dir / "rembg-remove.png")
     else:
-        from functions.background import background_remover_from_spec
         from functions.encoding import encode_image
-        from functions.packshot import PackshotSettings
-        from functions.pipeline import process_photo
+        from functions.stages.background import background_remover_from_spec
+        from functions.stages.packshot import PackshotSettings
+        from functions.stages.prepare import process_photo
 
         remover = background_remover_from_spec("backdrop" if variant == "keyer" else f"rembg:{model}")
         settings = PackshotSettings()
@@ -84,7 +84,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from functions.synthetic_photos import render_product_photo
+    from functions.local.synthetic_photos import render_product_photo
     from tests.tiny_onnx import export_tiny_segmentation_onnx
 
     work = Path(tempfile.mkdtemp(prefix="bench-background-"))

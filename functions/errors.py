@@ -1,5 +1,10 @@
 """Errors that end one file's processing with a stable code and a sentence a merchandiser can act on."""
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class CatalogError(Exception):
     """A per-file failure. `code` is stable (tests and dashboards match on it); `message` names the file."""
@@ -24,3 +29,14 @@ class BackgroundRemovalError(CatalogError):
 
 class ConfigurationError(Exception):
     """A setting is wrong for the whole run (unknown model, missing weights). Stops the run before work starts."""
+
+
+def field_problems(error: "ValidationError") -> str:
+    """Every bad field of a pydantic error as `path: reason`, joined: the part of a message that names the field.
+
+    Never the input values: a sidecar or profile may hold anything, and messages reach logs and emails.
+    """
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+        for problem in error.errors(include_input=False)
+    )

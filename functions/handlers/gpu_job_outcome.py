@@ -12,20 +12,21 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.aws import job_outcomes, settings
-from functions.aws.clients import client
-from functions.aws.job_store import GpuJobStore
+from functions.adapters.aws import job_outcomes, settings
+from functions.adapters.aws.clients import client
+from functions.adapters.aws.job_store import GpuJobStore
 
 logger = Logger(service="gpu-jobs")
 tracer = Tracer(service="gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
+SETTINGS = settings.GpuJobSettings
 
 COMPLETED = "Completed"
 
 
 def handle_notification(message: dict[str, Any]) -> str:
     """Settle the job one notification is about; returns what happened (for logs and tests)."""
-    config = settings.load(settings.GpuJobSettings)
+    config = settings.load(SETTINGS)
     store = GpuJobStore(client("dynamodb"), config.jobs_table_name)
     job_id = str(message.get("inferenceId") or "")
     job = store.get(job_id) if job_id else None

@@ -6,7 +6,6 @@ Messages are processed one by one with partial batch failures: a poison message 
 queue's maxReceiveCount, lands in the DLQ; the rest of the batch goes on.
 """
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -15,36 +14,38 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.aws import settings
-from functions.aws.clients import client
-from functions.aws.ledger import IntakeLedger
-from functions.aws.s3_events import IntakeObject, objects_in_message, product_location, skip_reason
+from functions.adapters.aws import settings
+from functions.adapters.aws.clients import client
+from functions.adapters.aws.ledger import IntakeLedger
+from functions.adapters.aws.s3_events import IntakeObject, objects_in_message, product_location, skip_reason
+from schemas import ExecutionInput
 
 logger = Logger(service="intake")
 tracer = Tracer(service="intake")
 metrics = Metrics(namespace="CatalogImages", service="intake")
 processor = BatchProcessor(event_type=EventType.SQS)
+SETTINGS = settings.IngestSettings
 
 
-def execution_input(obj: IntakeObject, intake_prefix: str) -> dict[str, Any]:
+def execution_input(obj: IntakeObject, intake_prefix: str) -> ExecutionInput:
     location = product_location(obj.key, intake_prefix)
     assert location is not None  # skip_reason() refused keys without one
-    return {
-        "bucket": obj.bucket,
-        "key": obj.key,
-        "version_id": obj.version_id,
-        "etag": obj.etag,
-        "size": obj.size,
-        "brand": location.brand,
-        "sku": location.sku,
-        "filename": location.filename,
-        "image_id": obj.image_id,
-    }
+    return ExecutionInput(
+        bucket=obj.bucket,
+        key=obj.key,
+        version_id=obj.version_id,
+        etag=obj.etag,
+        size=obj.size,
+        brand=location.brand,
+        sku=location.sku,
+        filename=location.filename,
+        image_id=obj.image_id,
+    )
 
 
 def start_once(obj: IntakeObject) -> str:
     """Start the execution for this object version unless one was started; returns what happened."""
-    config = settings.load(settings.IngestSettings)
+    config = settings.load(SETTINGS)
     reason = skip_reason(obj, config.intake_prefix)
     if reason is not None:
         logger.info("dropped", extra={"key": obj.key, "reason": reason})
@@ -60,7 +61,7 @@ def start_once(obj: IntakeObject) -> str:
         started = sfn.start_execution(
             stateMachineArn=config.state_machine_arn,
             name=obj.execution_name,
-            input=json.dumps(execution_input(obj, config.intake_prefix), ensure_ascii=False),
+            input=execution_input(obj, config.intake_prefix).model_dump_json(),
         )
         arn = started["executionArn"]
     except sfn.exceptions.ExecutionAlreadyExists:
@@ -81,5 +82,6 @@ def record_handler(record: SQSRecord) -> list[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings.load(SETTINGS)  # a missing variable fails the batch here, naming it
     response = process_partial_response(event, record_handler, processor, context)
     return dict(response)

@@ -11,19 +11,21 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.aws import job_outcomes, settings
-from functions.aws.clients import client
-from functions.aws.job_store import GpuJobStore, StoredJob
+from functions.adapters.aws import job_outcomes, settings
+from functions.adapters.aws.clients import client
+from functions.adapters.aws.job_store import GpuJobStore, StoredJob
+from functions.adapters.aws.s3_storage import s3_location
 
 logger = Logger(service="gpu-jobs")
 tracer = Tracer(service="gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
+SETTINGS = settings.GpuJobSettings
 
 
 def _exists(s3: Any, uri: str | None) -> bool:
     if not uri:
         return False
-    bucket, key = job_outcomes.s3_location(uri)
+    bucket, key = s3_location(uri)
     try:
         s3.head_object(Bucket=bucket, Key=key)
         return True
@@ -47,7 +49,7 @@ def reconcile_job(store: GpuJobStore, job: StoredJob) -> str:
 
 
 def reconcile(now: float) -> dict[str, int]:
-    config = settings.load(settings.GpuJobSettings)
+    config = settings.load(SETTINGS)
     store = GpuJobStore(client("dynamodb"), config.jobs_table_name)
     deadline = config.request_ttl_seconds + config.invocation_timeout_seconds + config.reconcile_grace_seconds
     counts: dict[str, int] = {}

@@ -13,19 +13,22 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.handlers import review_common
+from functions.adapters.aws import review as aws_review
+from functions.adapters.aws import settings
+from functions.adapters.aws.clients import client
 from functions.review.page import security_headers
 from functions.review.signing import LinkRefusedError
 from functions.review.web import ReviewWeb, WebResponse
 
 logger = Logger(service="review")
+SETTINGS = settings.ReviewSettings
 app = APIGatewayRestResolver()
 
 
 def _web() -> ReviewWeb:
-    config = review_common.settings()
-    images = review_common.presigned_image_urls(review_common.client("s3"), config.image_url_seconds)
-    return ReviewWeb(review_common.review_service(), images, config.base_path)
+    config = settings.load(SETTINGS)
+    images = aws_review.presigned_image_urls(client("s3"), config.review_image_url_seconds)
+    return ReviewWeb(aws_review.review_service(), images, aws_review.base_path(config))
 
 
 def _respond(response: WebResponse) -> Response[str]:
@@ -62,7 +65,7 @@ def post_decisions(review_id: str) -> Response[str]:
 @app.get("/review/<review_id>/image/<item_id>/<kind>")
 def get_image(review_id: str, item_id: str, kind: str) -> Response[str]:
     web = _web()
-    if kind not in review_common.IMAGE_KINDS:
+    if kind not in aws_review.IMAGE_KINDS:
         return _respond(web.not_found())
     try:
         review, _ = web.service.open(review_id, _query())
@@ -71,10 +74,10 @@ def get_image(review_id: str, item_id: str, kind: str) -> Response[str]:
     item = review.item(item_id)
     if item is None:
         return _respond(web.not_found())
-    config = review_common.settings()
-    bucket, key = review_common.image_location(item, kind)
-    url = review_common.client("s3").generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=config.image_url_seconds
+    config = settings.load(SETTINGS)
+    bucket, key = aws_review.image_location(item, kind)
+    url = client("s3").generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=config.review_image_url_seconds
     )
     headers = {k: v for k, v in security_headers().items() if k != "Content-Type"} | {"Location": url}
     return Response(302, "text/plain", "", headers)
@@ -88,4 +91,5 @@ def get_static(name: str) -> Response[str]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # log_event stays False: the query string holds the link signature.
+    settings.load(SETTINGS)  # a missing variable fails here, naming it, before any request is served
     return app.resolve(event, context)

@@ -2,8 +2,9 @@
 the review waits for the scheduled digest (functions/handlers/review_schedule.py), which sends one email per batch
 of images, not one per image.
 
-State machine parameters: `{"task_token.$": "$$.Task.Token", "brand": ..., "reviewers": [...], "items": [...]}`.
-The token is a `SecretStr` from the moment it is parsed, so no log line, repr or error message can show it.
+State machine parameters: `{"task_token.$": "$$.Task.Token", "brand": ..., "reviewers": [...], "items": [...]}`:
+the checks' `ReviewRequest` plus the token. The token is a `SecretStr` from the moment it is parsed, so no log
+line, repr or error message can show it.
 """
 
 from datetime import timedelta
@@ -12,33 +13,29 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from functions.handlers import review_common
-from schemas.review import ReviewItem
+from functions.adapters.aws import review as aws_review
+from functions.adapters.aws import settings
+from schemas import ReviewRequest
 
 logger = Logger(service="review")
+SETTINGS = settings.ReviewSettings
 
 
-class ReviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task_token: SecretStr = Field(min_length=1, max_length=1024)
-    brand: str = Field(min_length=1)
-    reviewers: tuple[EmailStr, ...] = Field(min_length=1)
-    items: tuple[ReviewItem, ...] = Field(min_length=1)
+class ReviewTaskRequest(ReviewRequest):
+    task_token: SecretStr = Field(min_length=1, max_length=2048)  # Step Functions tokens run up to 2048 characters
 
 
 @logger.inject_lambda_context(log_event=False)  # the event holds the task token
-@event_parser(model=ReviewRequest)
-def lambda_handler(event: ReviewRequest, context: LambdaContext) -> dict[str, Any]:
-    config = review_common.settings()
-    service = review_common.review_service()
-    task, _ = service.create(
+@event_parser(model=ReviewTaskRequest)
+def lambda_handler(event: ReviewTaskRequest, context: LambdaContext) -> dict[str, Any]:
+    config = settings.load(SETTINGS)
+    task, _ = aws_review.review_service().create(
         event.brand,
         event.reviewers,
         event.items,
-        timedelta(seconds=config.link_ttl_seconds),
+        timedelta(seconds=config.review_link_ttl_seconds),
         resume_handle=event.task_token.get_secret_value(),
         awaiting_digest=True,
     )

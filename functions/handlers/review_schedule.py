@@ -10,27 +10,30 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.handlers import review_common
+from functions.adapters.aws import review as aws_review
+from functions.adapters.aws import settings
+from functions.adapters.aws.clients import client
 from functions.review.mailer import SesMailer, build_review_email
 from functions.review.signing import LinkParams
 from functions.review.store import StoredReview
 
 logger = Logger(service="review")
+SETTINGS = settings.ReviewSettings
 
 
 def send_email(review: StoredReview, params: LinkParams, reminder: bool = False) -> None:
     """One message for the batch: counts, a few thumbnails, one link. The thumbnails are signed routes of the review
     API that redirect to a fresh presigned S3 URL when opened: a URL presigned now would die long before the link."""
-    config = review_common.settings()
+    config = settings.load(SETTINGS)
     message = build_review_email(
         review.task,
-        config.link(params),
-        lambda item: config.image_route(params, item, "preview"),
-        config.sender,
+        aws_review.review_link(config, params),
+        lambda item: aws_review.image_route(config, params, item, "preview"),
+        config.review_sender,
         pending=review.pending_items,
         reminder=reminder,
     )
-    message_id = SesMailer(review_common.client("ses")).send(message)
+    message_id = SesMailer(client("ses")).send(message)
     logger.info(
         "review email sent",
         extra={
@@ -48,10 +51,10 @@ def send_reminder(review: StoredReview, params: LinkParams) -> None:
 
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    config = review_common.settings()
-    service = review_common.review_service()
+    config = settings.load(SETTINGS)
+    service = aws_review.review_service()
     emailed = service.digest(send_email)
-    report = service.sweep(timedelta(seconds=config.remind_before_seconds), send_reminder)
+    report = service.sweep(timedelta(seconds=config.review_remind_before_seconds), send_reminder)
     result = {"emailed": emailed, "reminded": report.reminded, "expired": report.expired, "resumed": report.resumed}
     logger.info("review sweep done", extra=result)
     return result

@@ -13,38 +13,34 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from functions.aws import settings
-from functions.aws.clients import client
-from functions.aws.job_store import GpuJobStore, Registration
-from schemas import JobRequest
+from functions.adapters.aws import settings
+from functions.adapters.aws.clients import client
+from functions.adapters.aws.job_store import GpuJobStore, Registration
+from schemas import GpuJobTask, JobRequest
 
 logger = Logger(service="gpu-jobs")
 tracer = Tracer(service="gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
+SETTINGS = settings.GpuJobSettings
 
 REQUESTS_PREFIX = "gpu/requests/"
 
 
-class SubmitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task_token: SecretStr = Field(min_length=1, max_length=1024)
-    attempt: int = Field(default=0, ge=0, le=99)
-    execution_arn: str | None = None
-    job: dict[str, Any]
+class SubmitRequest(GpuJobTask):
+    task_token: SecretStr = Field(min_length=1, max_length=2048)  # Step Functions tokens run up to 2048 characters
 
 
-def job_for_attempt(job: dict[str, Any], attempt: int) -> JobRequest:
+def job_for_attempt(job: JobRequest, attempt: int) -> JobRequest:
     """The attempt's own JobRequest: `<job id>-a<n>`, outputs under `<output prefix>/a<n>`."""
-    return JobRequest.model_validate(
-        {**job, "job_id": f"{job['job_id']}-a{attempt}", "output_prefix": f"{job['output_prefix']}/a{attempt}"}
+    return job.model_copy(
+        update={"job_id": f"{job.job_id}-a{attempt}", "output_prefix": f"{job.output_prefix}/a{attempt}"}
     )
 
 
 def submit(event: SubmitRequest) -> dict[str, Any]:
-    config = settings.load(settings.GpuJobSettings)
+    config = settings.load(SETTINGS)
     request = job_for_attempt(event.job, event.attempt)
     store = GpuJobStore(client("dynamodb"), config.jobs_table_name)
     s3 = client("s3")

@@ -1,10 +1,10 @@
 """The `catalog` command line: `run`, `examples`, `schemas`."""
 
 import os
-from datetime import UTC, datetime
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,13 +12,25 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
 
-from schemas import JobResult, ManifestEntry, Status
+from functions.errors import CatalogError, ConfigurationError
+from functions.stages.gpu_requests import gpu_jobs_in, parse_jobs
+from functions.stages.intake import IntakeLimits
+from schemas import JobResult, ManifestEntry, Severity, Status
+
+if TYPE_CHECKING:
+    from functions.local.runner import RunSettings
+    from functions.review.local_flow import ReviewOptions
+    from functions.stages.brand import BrandSelection
+
+MANIFEST_NAME = "manifest.json"
 
 app = typer.Typer(
     help="Catalog image processor: product photos in, catalog-ready images out.",
@@ -30,7 +42,7 @@ console = Console(stderr=True)
 
 
 def _mount_review_commands() -> None:
-    from .review.cli import review_app
+    from functions.review.cli import review_app
 
     app.add_typer(review_app, name="review")
 
@@ -58,9 +70,53 @@ class Format(StrEnum):
     WEBP = "webp"
 
 
+class Runtime(StrEnum):
+    LOCAL = "local"
+    AWS_SIM = "aws-sim"
+
+
 def _usage_error(message: str) -> typer.Exit:
     console.print(f"[bold red]Error:[/] {message}")
     return typer.Exit(EXIT_USAGE)
+
+
+class RunProgress:
+    """The progress bars both runtimes show: photos through prepare, then GPU jobs."""
+
+    def __init__(self, progress: Progress, photos: int) -> None:
+        self.progress = progress
+        self.failed = 0
+        self.photos = progress.add_task("Processing", total=photos, failed=0)
+        self.jobs: TaskID | None = None
+        self.jobs_failed = 0
+
+    def photo_done(self, entry: ManifestEntry) -> None:
+        self.failed += entry.status is Status.FAILED
+        self.progress.update(self.photos, advance=1, failed=self.failed, description=f"Processing {entry.source[-40:]}")
+
+    def start_jobs(self, count: int) -> None:
+        self.progress.update(self.photos, description="Done")
+        if count:
+            self.jobs = self.progress.add_task("GPU jobs", total=count, failed=0)
+
+    def job_done(self, result: JobResult) -> None:
+        if self.jobs is None:
+            self.start_jobs(1)
+        assert self.jobs is not None
+        self.jobs_failed += result.status is Status.FAILED
+        description = f"GPU {result.kind.value}"
+        self.progress.update(self.jobs, advance=1, failed=self.jobs_failed, description=description)
+
+
+def _progress_columns() -> tuple[ProgressColumn, ...]:
+    return (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
 
 
 @app.command()
@@ -124,28 +180,27 @@ def run(
             help="GPU job weights: `tiny` (random tiny models: noise, to try the flow) or a model config JSON."
         ),
     ] = None,
-    brand_profile: Annotated[
-        Path | None, typer.Option(help="Brand profile JSON (adapters, prompts, model library) for GPU jobs.")
+    brand: Annotated[
+        str | None,
+        typer.Option(help="The brand whose profile (adapters, prompts, model library) the GPU jobs use."),
     ] = None,
+    brands: Annotated[
+        Path | None,
+        typer.Option(
+            help="The brand store: <brand>/profile.json per brand (default: $CATALOG_BRANDS_DIR or ./brands)."
+        ),
+    ] = None,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            help="local: this machine's adapters | aws-sim: the AWS flow itself (moto, the synthesized state "
+            "machine, the real handlers) on this machine, deploying nothing."
+        ),
+    ] = Runtime.LOCAL,
 ) -> None:
     """Turn a folder of product photos into cutouts and catalog packshots, with a manifest and a report."""
-    from .errors import ConfigurationError
-    from .intake import IntakeLimits
-    from .local_jobs import gpu_jobs_in, load_brand_profile, load_model_config, parse_jobs
-    from .local_run import (
-        MANIFEST_NAME,
-        REPORT_NAME,
-        RunSettings,
-        build_remover,
-        count_gpu_jobs,
-        discover_inputs,
-        load_previous_manifest,
-        remove_stale_outputs,
-        run_batch,
-        run_job_stage,
-        write_manifest,
-    )
-    from .report import write_report
+    from functions.local.runner import DEFAULT_BRAND, RunSettings
+    from functions.review.local_flow import ReviewMode, ReviewOptions
 
     # 1. Check the arguments before touching anything.
     if not input_dir.exists():
@@ -154,6 +209,13 @@ def run(
         raise _usage_error(f"--out {out} exists and is not a folder.")
     if out.resolve() == input_dir.resolve():
         raise _usage_error("--out must differ from INPUT: outputs are never written beside the originals.")
+    brand_name = brand or DEFAULT_BRAND
+    review_options = ReviewOptions(
+        mode=ReviewMode(review.value),
+        reviewer=reviewer,
+        timeout=timedelta(seconds=review_timeout),
+        port=review_port,
+    )
     try:
         settings = RunSettings(
             background=background,
@@ -170,110 +232,97 @@ def run(
             force=force,
             jobs=parse_jobs(jobs),
             models=models,
-            brand_profile=load_brand_profile(brand_profile),
+            brand=_brand_selection(brand, brands),
+            reviewers=(reviewer,),
         )
-        settings.packshot_settings()  # validates preset/format combinations
-        if models is not None:
-            load_model_config(models)  # a bad config or a missing gpu extra stops the run here, not mid-batch
-        elif gpu_jobs_in(settings.jobs):
-            raise ConfigurationError(
-                "--jobs asks for GPU jobs: add --models tiny (random tiny models, to try the flow) "
-                "or --models CONFIG.json (real weights)."
-            )
-        if review is not ReviewChoice.NONE:
-            from pydantic import EmailStr, TypeAdapter
-
-            TypeAdapter(EmailStr).validate_python(reviewer)
-        # Build the engine once here so a missing model stops the run before any work, with one clear message.
-        build_remover(settings, threads=1)
-    except (ConfigurationError, ValueError) as error:
-        raise _usage_error(str(error)) from error
+        _check_settings(settings, review_options)
+    except (ConfigurationError, CatalogError, ValueError) as error:
+        message = error.message if isinstance(error, CatalogError) else str(error)
+        raise _usage_error(message) from error
+    if settings.brand.resolved.note and brand_name != DEFAULT_BRAND:
+        console.print(f"[yellow]Note:[/] {settings.brand.resolved.note}")
 
     # 2. Find the photos.
+    from functions.local.discovery import discover_inputs
+
     photos = discover_inputs(input_dir, exclude=out)
     if not photos:
         raise _usage_error(f"no files found under {input_dir}.")
     out.mkdir(parents=True, exist_ok=True)
-    previous = load_previous_manifest(out)
 
-    # 3. Process them on every core, with a progress bar.
-    started = datetime.now(UTC)
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    failed = 0
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("Processing", total=len(photos), failed=0)
+    # 3. Run the pipeline on the chosen runtime, with progress bars.
+    with Progress(*_progress_columns(), console=console, transient=False) as progress:
+        bars = RunProgress(progress, len(photos))
+        try:
+            if runtime is Runtime.AWS_SIM:
+                from functions.local.aws_sim import run_on_aws_sim
 
-        def on_done(entry: ManifestEntry) -> None:
-            nonlocal failed
-            failed += entry.status is Status.FAILED
-            progress.update(task, advance=1, failed=failed, description=f"Processing {entry.source[-40:]}")
+                finished = run_on_aws_sim(input_dir, photos, out, settings, review_options, bars, on_link=_show_link)
+            else:
+                from functions.local.runner import run_locally
 
-        entries = run_batch(photos, out, settings, on_done=on_done)
-        progress.update(task, description="Done")
+                finished = run_locally(input_dir, photos, out, settings, review_options, bars, on_link=_show_link)
+        except ConfigurationError as error:
+            raise _usage_error(str(error)) from error
 
-        # GPU jobs run one at a time in this process, standing in for the endpoint (one GPU).
-        job_count = count_gpu_jobs(entries)
-        if job_count:
-            gpu_task = progress.add_task("GPU jobs", total=job_count, failed=0)
-            gpu_failed = 0
-
-            def on_job(result: JobResult) -> None:
-                nonlocal gpu_failed
-                gpu_failed += result.status is Status.FAILED
-                progress.update(gpu_task, advance=1, failed=gpu_failed, description=f"GPU {result.kind.value}")
-
-            try:
-                entries = run_job_stage(photos, entries, out, settings, on_done=on_job)
-            except ConfigurationError as error:
-                raise _usage_error(str(error)) from error
-            progress.update(gpu_task, description="GPU jobs done")
-            failed = sum(entry.status is Status.FAILED for entry in entries)
-
-    # 4. Write the manifest and the report, and say what happened.
-    remove_stale_outputs(out, previous, entries)
-    manifest = write_manifest(out, input_dir.resolve(), settings, started, entries)
-    report = write_report(out, manifest, REPORT_NAME)
-    _print_summary(entries, out / MANIFEST_NAME, report)
-
-    # 5. Human review, then publish what was approved. The exit status stays about processing.
-    from datetime import timedelta
-
-    from .local_jobs import review_items_for_jobs
-    from .review.local_flow import ReviewMode, review_run
-
-    def show_link(link: str, email: str) -> None:
-        console.print(f"[bold]Review link[/] (also in {email}):")
-        console.print(link, soft_wrap=True, highlight=False, markup=False)  # unwrapped: it must stay clickable
-        console.print(f"Waiting up to {review_timeout} s for the decisions... (Ctrl-C ends the review)")
-
-    try:
-        outcome = review_run(
-            out,
-            manifest,
-            ReviewMode(review.value),
-            reviewer=reviewer,
-            timeout=timedelta(seconds=review_timeout),
-            port=review_port,
-            extra_items=review_items_for_jobs(entries, out),
-            on_link=show_link,
-        )
-    except ValueError as error:  # e.g. an invalid --reviewer address
-        raise _usage_error(str(error)) from error
-    console.print(outcome.summary())
+    # 4. Say what happened. The exit status stays about processing.
+    entries = list(finished.manifest.entries)
+    _print_summary(entries, out / MANIFEST_NAME, finished.report)
+    console.print(finished.review.summary())
+    failed = sum(entry.status is Status.FAILED for entry in entries)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _brand_selection(brand: str | None, brands: Path | None) -> "BrandSelection":
+    """`--brand` resolved in the brand store (`--brands`, `$CATALOG_BRANDS_DIR`, or ./brands)."""
+    from functions.adapters.local.files import FileStorage, file_uri
+    from functions.local.runner import NO_BRAND
+    from functions.stages.brand import resolve_brand
+
+    if brand is None:
+        return NO_BRAND
+    store = brands or Path(os.environ.get("CATALOG_BRANDS_DIR") or "brands")
+    if brands is not None and not store.is_dir():
+        raise ConfigurationError(f"--brands {store}: no such folder.")
+    return resolve_brand(brand, file_uri(store) + "/", FileStorage([store]))
+
+
+def _check_settings(settings: "RunSettings", review: "ReviewOptions") -> None:
+    """Everything that would otherwise stop the run half-way: models, the background engine, the reviewer."""
+    from functions.adapters.local.gpu_worker import load_model_config
+    from functions.local.runner import build_remover
+
+    settings.packshot_settings()  # validates preset/format combinations
+    if settings.models is not None:
+        load_model_config(settings.models)  # a bad config or a missing gpu extra stops the run here, not mid-batch
+    elif gpu_jobs_in(settings.jobs):
+        raise ConfigurationError(
+            "--jobs asks for GPU jobs: add --models tiny (random tiny models, to try the flow) "
+            "or --models CONFIG.json (real weights)."
+        )
+    if review.mode.value != ReviewChoice.NONE.value:
+        from pydantic import EmailStr, TypeAdapter
+
+        TypeAdapter(EmailStr).validate_python(review.reviewer)
+    # Build the engine once here so a missing model stops the run before any work, with one clear message.
+    build_remover(settings, threads=1)
+
+
+def _show_link(link: str, email: str, timeout: timedelta) -> None:
+    console.print(f"[bold]Review link[/] (also in {email}):")
+    console.print(link, soft_wrap=True, highlight=False, markup=False)  # unwrapped: it must stay clickable
+    console.print(f"Waiting up to {int(timeout.total_seconds())} s for the decisions... (Ctrl-C ends the review)")
 
 
 def _print_summary(entries: list[ManifestEntry], manifest: Path, report: Path) -> None:
     failed = [e for e in entries if e.status is Status.FAILED]
     reused = sum(e.reused for e in entries)
-    warned = sum(1 for e in entries if e.status is Status.SUCCEEDED and e.checks)
+    warned = sum(
+        1
+        for e in entries
+        if e.status is Status.SUCCEEDED
+        and (e.checks or any(f.severity is Severity.WARNING for item in e.review_items for f in item.flags))
+    )
     if failed:
         table = Table(title=f"{len(failed)} file(s) failed", show_lines=False)
         table.add_column("File", overflow="fold")
@@ -295,7 +344,7 @@ def examples(
     directory: Annotated[Path, typer.Argument(help="Folder to write the example photos into.")],
 ) -> None:
     """Render synthetic studio product photos (one sub-folder per SKU) to try `catalog run` on."""
-    from .synthetic_photos import write_example_photos
+    from functions.local.synthetic_photos import write_example_photos
 
     written = write_example_photos(directory)
     console.print(f"Wrote {len(written)} files under {directory}")

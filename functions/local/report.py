@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from schemas import JobResult, ManifestEntry, RunManifest, Severity, Status
+from schemas import JobResult, ManifestEntry, QualityFlag, RunManifest, Severity, Status
 
 TINY_MODELS_NOTE = (
     "These images were made with tiny random models (--models tiny): they are noise by design. They show that the "
@@ -80,11 +80,25 @@ def _job_figures(result: JobResult, out_dir: str) -> str:
     return "".join(figures)
 
 
+def _generated_warnings(entry: ManifestEntry) -> list[tuple[str, QualityFlag]]:
+    """The automatic checks' warnings on the generated images (the tiny-model note is said once, at the top)."""
+    return [
+        (item.details.publish_name or item.item_id, flag)
+        for item in entry.review_items
+        if item.job_kind != "packshot"
+        for flag in item.flags
+        if flag.severity is Severity.WARNING
+    ]
+
+
 def _photo_card(entry: ManifestEntry, out_dir: str = "") -> str:
     flags = "".join(
         f'<li class="{"warning" if flag.severity is Severity.WARNING else "info"}">'
         f"<code>{escape(flag.code)}</code> {escape(flag.message)}</li>"
         for flag in entry.checks
+    ) + "".join(
+        f'<li class="warning"><code>{escape(flag.code)}</code> {escape(name)}: {escape(flag.message)}</li>'
+        for name, flag in _generated_warnings(entry)
     )
     notes = []
     if entry.intake and entry.intake.notes:
@@ -118,7 +132,9 @@ def render_report(manifest: RunManifest) -> str:
     entries = manifest.entries
     failed = [e for e in entries if e.status is Status.FAILED]
     succeeded = [e for e in entries if e.status is Status.SUCCEEDED]
-    flagged = sum(1 for e in succeeded if any(f.severity is Severity.WARNING for f in e.checks))
+    flagged = sum(
+        1 for e in succeeded if any(f.severity is Severity.WARNING for f in e.checks) or _generated_warnings(e)
+    )
     codes = Counter(e.error.code for e in failed if e.error)
     options = manifest.options
 

@@ -7,46 +7,51 @@ run never leaves a half-written file that a re-run would take for finished work.
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import Protocol
 
-from pydantic import ValidationError
-
+from functions.adapters.local.files import FileStorage, file_uri
+from functions.errors import CatalogError, ConfigurationError
+from functions.local.discovery import InputPhoto
+from functions.local.manifest import (
+    MANIFEST_NAME,
+    load_previous_manifest,
+    manifest_outputs,
+    relative_to_out,
+    remove_stale_outputs,
+)
+from functions.ports import GpuJobRunner
+from functions.review.local_flow import DEFAULT_REVIEWER, ReviewOptions, ReviewRunResult, review_run
+from functions.stages.background import BackgroundRemover, background_remover_from_spec
+from functions.stages.brand import BrandSelection
+from functions.stages.gpu_requests import jobs_for
+from functions.stages.intake import IntakeLimits
+from functions.stages.packshot import PackshotPreset, PackshotSettings
+from functions.stages.prepare import PhotoToPrepare, PrepareTargets, prepare_image
+from functions.stages.review_items import image_reader, review_items
 from schemas import (
-    Box,
-    BrandProfile,
-    Cutout,
-    IntakeInfo,
     JobKind,
     JobResult,
     ManifestEntry,
     ProcessingError,
-    ProductSidecar,
+    ResolvedBrand,
     RunManifest,
     RunOptions,
     Status,
 )
 
-from .background import BackgroundRemover, background_remover_from_spec
-from .encoding import encode_image, extension_for
-from .errors import CatalogError, ConfigurationError
-from .intake import IntakeLimits
-from .local_jobs import DEFAULT_BRAND, apply_results, build_requests, gpu_jobs_in, jobs_for, relative_to_out
-from .packshot import PackshotPreset, PackshotSettings
-from .pipeline import ProcessedPhoto, process_photo
-
-SIDECAR_NAME = "product.json"
-MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.html"
 REPORT_FILES = "report_files"
-THUMBNAIL_SIDE = 360
-# Files a camera, OS or sync tool leaves beside photos; never product photos.
-IGNORED_NAMES = frozenset({SIDECAR_NAME, "Thumbs.db", "desktop.ini", "Icon\r"})
+DEFAULT_BRAND = "default"
+NO_BRAND = BrandSelection(
+    ResolvedBrand(brand=DEFAULT_BRAND, note="No --brand given: packshot defaults, GPU jobs without brand adapters."),
+    None,
+)
 
 
 def tool_version() -> str:
@@ -74,7 +79,9 @@ class RunSettings:
     force: bool = False
     jobs: tuple[JobKind, ...] = (JobKind.PACKSHOT,)  # default per photo; a sidecar's `jobs` wins for its SKU
     models: str | None = None  # `tiny` or a model config file; needed only for GPU jobs
-    brand_profile: BrandProfile = DEFAULT_BRAND
+    brand: BrandSelection = NO_BRAND
+    reviewers: tuple[str, ...] = (DEFAULT_REVIEWER,)
+    max_pixel_difference: int = 2  # the checks' tolerance for "kept pixels are unchanged"
 
     def packshot_settings(self) -> PackshotSettings:
         return PackshotSettings(
@@ -95,7 +102,7 @@ class RunSettings:
             quality=self.quality,
             jobs=self.jobs,
             models=self.models,
-            brand=self.brand_profile.brand,
+            brand=self.brand.resolved.brand,
         )
 
     def fingerprint(self) -> str:
@@ -104,103 +111,14 @@ class RunSettings:
             "tool": tool_version(),
             "options": self.run_options().model_dump(mode="json"),
             "limits": asdict(self.limits),
-            "brand_profile": self.brand_profile.model_dump(mode="json"),
+            "brand": self.brand.resolved.model_dump(mode="json"),
+            "brand_profile": self.brand.profile.model_dump(mode="json") if self.brand.profile else None,
+            "reviewers": self.reviewers,
         }
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class InputPhoto:
-    """One file found under the input folder, with the SKU it belongs to and what its sidecar says."""
-
-    path: Path
-    source: str  # relative to the input root, forward slashes
-    sku: str
-    output_stem: str  # relative to OUT, without the output kind and extension
-    sidecar: ProductSidecar | None = None
-    sidecar_error: ProcessingError | None = None
-
-
-# -- discovery ---------------------------------------------------------------------------------------------------
-
-
-def _is_ignored(name: str) -> bool:
-    return name.startswith(".") or name in IGNORED_NAMES or name == "__MACOSX"
-
-
-def _safe_name(text: str) -> str:
-    """A file-system-safe form of a SKU or file stem (SKUs come from merchandisers and may hold anything)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return cleaned or "_"
-
-
-def read_sidecar(path: Path, display: str) -> tuple[ProductSidecar | None, ProcessingError | None]:
-    """Parse a `product.json`; an error names the file and the field, and fails that SKU's photos only."""
-    try:
-        return ProductSidecar.model_validate_json(path.read_bytes()), None
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
-        )
-        return None, ProcessingError(code="invalid_sidecar", message=f"{display} is not valid: {problems}.")
-    except OSError as error:
-        return None, ProcessingError(code="invalid_sidecar", message=f"{display} cannot be read: {error}.")
-
-
-def discover_inputs(root: Path, exclude: Path | None = None) -> list[InputPhoto]:
-    """Photos under `root`: each sub-folder is a SKU (with an optional product.json), each loose file its own SKU.
-
-    Every other file is listed too, so that a stray PDF or SVG is reported rather than silently skipped.
-    """
-    root = root.resolve()
-    excluded = exclude.resolve() if exclude else None
-    if root.is_file():
-        return [InputPhoto(root, root.name, root.stem, f"{_safe_name(root.stem)}/{_safe_name(root.stem)}")]
-
-    found: list[InputPhoto] = []
-    for entry in sorted(root.iterdir()):
-        if _is_ignored(entry.name) or (excluded and entry.resolve() == excluded):
-            continue
-        if entry.is_file():
-            sku = entry.stem
-            found.append(InputPhoto(entry, entry.name, sku, f"{_safe_name(sku)}/{_safe_name(entry.stem)}"))
-        elif entry.is_dir():
-            found.extend(_discover_sku_folder(root, entry, excluded))
-    return found
-
-
-def _discover_sku_folder(root: Path, folder: Path, excluded: Path | None) -> list[InputPhoto]:
-    sidecar, sidecar_error = None, None
-    sidecar_path = folder / SIDECAR_NAME
-    if sidecar_path.is_file():
-        sidecar, sidecar_error = read_sidecar(sidecar_path, sidecar_path.relative_to(root).as_posix())
-    sku = sidecar.sku if sidecar and sidecar.sku else folder.name
-
-    files = [
-        path
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-        and not any(_is_ignored(part) for part in path.relative_to(folder).parts)
-        and not (excluded and excluded in path.resolve().parents)
-    ]
-    stems = [path.relative_to(folder).with_suffix("").as_posix() for path in files]
-    photos = []
-    for path, stem in zip(files, stems, strict=True):
-        # Two files differing only by extension (front.jpg, front.png) must not share outputs.
-        name = stem if stems.count(stem) == 1 else f"{stem}{path.suffix}"
-        output_stem = f"{_safe_name(sku)}/{_safe_name(name.replace('/', '__'))}"
-        photos.append(InputPhoto(path, path.relative_to(root).as_posix(), sku, output_stem, sidecar, sidecar_error))
-    return photos
-
-
 # -- one photo ----------------------------------------------------------------------------------------------------
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def _failed(photo: InputPhoto, settings: RunSettings, error: ProcessingError, sha: str | None) -> ManifestEntry:
@@ -215,8 +133,13 @@ def _failed(photo: InputPhoto, settings: RunSettings, error: ProcessingError, sh
     )
 
 
+def image_id_for(source: str, content_sha256: str) -> str:
+    """Locally a photo is its path and its bytes (on AWS: the object version)."""
+    return hashlib.sha256(f"{source}\n{content_sha256}".encode()).hexdigest()[:32]
+
+
 def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remover: BackgroundRemover) -> ManifestEntry:
-    """Process one input file and write its outputs; any per-file problem becomes a failed entry."""
+    """Prepare one input file (the same stage as the prepare Lambda); any per-file problem becomes a failed entry."""
     if photo.sidecar_error:
         return _failed(photo, settings, photo.sidecar_error, None)
     try:
@@ -224,36 +147,36 @@ def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remov
     except OSError as error:
         return _failed(photo, settings, ProcessingError(code="unreadable", message=f"{photo.source}: {error}"), None)
     sha = hashlib.sha256(data).hexdigest()
-
+    requested = jobs_for(photo.sidecar, settings.jobs)
+    files_prefix = file_uri(out_dir / photo.output_stem) + "."
     try:
-        packshot_settings = settings.packshot_settings()
-        result = process_photo(data, photo.source, remover, packshot_settings, settings.limits)
+        result = prepare_image(
+            PhotoToPrepare(
+                data=data,
+                image_id=image_id_for(photo.source, sha),
+                source=photo.source,
+                filename=photo.path.name,
+                sku=photo.sku,
+                publish_stem=photo.output_stem,
+                content_sha256=sha,
+                sidecar=photo.sidecar,
+                kinds=requested,
+            ),
+            settings.brand,
+            remover=remover,
+            packshot_settings=settings.packshot_settings(),
+            limits=settings.limits,
+            storage=FileStorage([out_dir]),
+            targets=PrepareTargets(
+                files_prefix=files_prefix,
+                previews_prefix=file_uri(out_dir / REPORT_FILES / photo.output_stem) + ".",
+                jobs_prefix=files_prefix,
+            ),
+            reviewers=(settings.brand.profile.reviewers if settings.brand.profile else ()) or settings.reviewers,
+        )
     except CatalogError as error:
         return _failed(photo, settings, ProcessingError(code=error.code, message=error.message), sha)
-
-    fmt = packshot_settings.resolved_format
-    outputs = {
-        "cutout": f"{photo.output_stem}.cutout.png",
-        "mask": f"{photo.output_stem}.mask.png",
-        "packshot": f"{photo.output_stem}.packshot{extension_for(fmt)}",
-    }
-    _write_atomically(out_dir / outputs["cutout"], encode_image(result.cutout, "png"))
-    _write_atomically(out_dir / outputs["mask"], encode_image(result.background.mask, "png"))
-    _write_atomically(
-        out_dir / outputs["packshot"],
-        encode_image(result.packshot.image, fmt, quality=packshot_settings.quality),
-    )
-    outputs.update(_write_thumbnails(out_dir, photo.output_stem, result))
-    requested = jobs_for(photo.sidecar, settings.jobs)
-    if JobKind.GHOST_MANNEQUIN in requested:
-        # The ghost-mannequin job needs the photo with its mannequin, as intake normalised it (sRGB, upright).
-        outputs["normalised"] = f"{photo.output_stem}.normalised.png"
-        _write_atomically(out_dir / outputs["normalised"], encode_image(result.normalised.image, "png"))
-
-    info = result.normalised.info
-    box = result.background.mask.getbbox()
-    mask_hist = result.background.mask.histogram()
-    coverage = sum(i * n for i, n in enumerate(mask_hist)) / (255 * info.width * info.height)
+    prepared = result.prepared
     return ManifestEntry(
         source=photo.source,
         sku=photo.sku,
@@ -261,53 +184,15 @@ def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remov
         content_sha256=sha,
         settings_fingerprint=settings.fingerprint(),
         requested_jobs=requested,
-        outputs=outputs,
-        checks=result.checks,
-        intake=IntakeInfo.model_validate(info.model_dump()),
-        cutout=Cutout(
-            engine=result.background.engine,
-            confidence=round(result.background.confidence, 4),
-            low_confidence=result.background.low_confidence,
-            backdrop_rgb=result.background.backdrop_rgb,
-            product_box=Box(left=box[0], top=box[1], right=box[2], bottom=box[3]) if box else None,
-            coverage=round(min(1.0, coverage), 4),
-        ),
+        outputs=manifest_outputs(prepared, out_dir),
+        checks=prepared.checks,
+        intake=prepared.intake,
+        cutout=prepared.cutout,
+        prepared=prepared,
     )
 
 
-def _write_thumbnails(out_dir: Path, output_stem: str, result: ProcessedPhoto) -> dict[str, str]:
-    """Small previews for the report, so it opens fast even for a batch of 24 MP photos."""
-    previews = {
-        "thumb_original": (result.normalised.image.convert("RGB"), "jpeg", ".jpg"),
-        "thumb_cutout": (result.cutout, "png", ".png"),
-        "thumb_packshot": (
-            result.packshot.image,
-            "png" if result.packshot.image.mode == "RGBA" else "jpeg",
-            None,
-        ),
-    }
-    written = {}
-    for kind, (image, fmt, ext) in previews.items():
-        thumb = image.copy()
-        thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-        relative = (
-            f"{REPORT_FILES}/{output_stem}.{kind.removeprefix('thumb_')}{ext or ('.png' if fmt == 'png' else '.jpg')}"
-        )
-        _write_atomically(out_dir / relative, encode_image(thumb, fmt, quality=85))  # type: ignore[arg-type]
-        written[kind] = relative
-    return written
-
-
 # -- the batch ----------------------------------------------------------------------------------------------------
-
-
-def load_previous_manifest(out_dir: Path) -> dict[str, ManifestEntry]:
-    """Entries of the last run into this folder, by source; an unreadable manifest just means no reuse."""
-    try:
-        manifest = RunManifest.model_validate_json((out_dir / MANIFEST_NAME).read_bytes())
-    except (OSError, ValidationError):
-        return {}
-    return {entry.source: entry for entry in manifest.entries}
 
 
 def _reusable(previous: ManifestEntry | None, photo: InputPhoto, out_dir: Path, fingerprint: str) -> bool:
@@ -426,56 +311,64 @@ def _take(iterator: Iterator[tuple[int, InputPhoto]], count: int) -> Iterable[tu
         yield item
 
 
+def apply_results(entry: ManifestEntry, results: list[JobResult]) -> ManifestEntry:
+    """The entry with its job results; a failed job fails the entry (its packshot stays written and listed)."""
+    failed = [r for r in results if r.status is Status.FAILED]
+    error = entry.error
+    if failed and error is None:
+        first = failed[0]
+        reason = first.error.message if first.error else "no reason given"
+        error = ProcessingError(
+            code="job_failed", message=f"{entry.source}: the {first.kind.value} job failed: {reason}"
+        )
+    return entry.model_copy(
+        update={"jobs": tuple(results), "status": Status.FAILED if failed else entry.status, "error": error}
+    )
+
+
 def run_job_stage(
-    photos: list[InputPhoto],
     entries: list[ManifestEntry],
-    out_dir: Path,
-    settings: RunSettings,
+    worker: Callable[[], GpuJobRunner],
     on_done: Callable[[JobResult], None] = lambda result: None,
 ) -> list[ManifestEntry]:
-    """Run the GPU jobs of every photo whose packshot stage succeeded (and was not reused), in this process."""
-    from .local_jobs import run_gpu_jobs
+    """Run the GPU jobs prepare asked for (photos not reused), one at a time: the worker is the endpoint's stand-in."""
+    runner: GpuJobRunner | None = None
+    updated = []
+    for entry in entries:
+        if entry.status is not Status.SUCCEEDED or entry.reused or entry.prepared is None or not entry.prepared.jobs:
+            updated.append(entry)
+            continue
+        runner = runner or worker()
+        results = []
+        for request in entry.prepared.jobs:
+            results.append(runner.run(request))
+            on_done(results[-1])
+        updated.append(apply_results(entry, results))
+    return updated
 
-    fingerprint = settings.fingerprint()
-    plans = []
-    for index, (photo, entry) in enumerate(zip(photos, entries, strict=True)):
-        if entry.status is Status.SUCCEEDED and not entry.reused and gpu_jobs_in(entry.requested_jobs):
-            requests = build_requests(
-                entry,
-                photo.sidecar,
-                entry.requested_jobs,
-                out_dir,
-                photo.output_stem,
-                settings.brand_profile,
-                fingerprint,
-            )
-            plans.append((index, requests))
-    if not plans:
-        return entries
-    if settings.models is None:
-        raise ConfigurationError(
-            "GPU jobs need --models: `tiny` (random tiny models, to try the flow) or a config file."
-        )
-    results = run_gpu_jobs([request for _, requests in plans for request in requests], settings.models, on_done)
-    updated = list(entries)
-    for index, requests in plans:
-        updated[index] = apply_results(entries[index], [results[request.job_id] for request in requests])
+
+def check_and_itemise(entries: list[ManifestEntry], out_dir: Path, settings: RunSettings) -> list[ManifestEntry]:
+    """The automatic checks and review items (the same stage as the checks Lambda) for each prepared photo."""
+    read_image = image_reader(FileStorage([out_dir]))
+    updated = []
+    for entry in entries:
+        if entry.status is not Status.SUCCEEDED or entry.prepared is None or entry.reused:
+            updated.append(entry)
+            continue
+        items = review_items(entry.prepared, entry.jobs, read_image, settings.max_pixel_difference)
+        updated.append(entry.model_copy(update={"review_items": tuple(items)}))
     return updated
 
 
 def count_gpu_jobs(entries: list[ManifestEntry]) -> int:
-    return sum(len(gpu_jobs_in(e.requested_jobs)) for e in entries if e.status is Status.SUCCEEDED and not e.reused)
+    return sum(len(e.prepared.jobs) for e in entries if e.status is Status.SUCCEEDED and not e.reused and e.prepared)
 
 
-def remove_stale_outputs(out_dir: Path, previous: dict[str, ManifestEntry], entries: list[ManifestEntry]) -> None:
-    """Delete outputs the last run wrote that this run no longer claims (e.g. after changing --format)."""
-    kept = {path for entry in entries for path in entry.outputs.values()}
-    root = out_dir.resolve()
-    for entry in previous.values():
-        for path in entry.outputs.values():
-            target = (out_dir / path).resolve()
-            if path not in kept and root in target.parents and target.is_file():
-                target.unlink()
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def write_manifest(
@@ -494,5 +387,79 @@ def write_manifest(
     return manifest
 
 
-def relative_posix(path: Path, root: Path) -> str:
-    return PurePosixPath(path.resolve().relative_to(root.resolve())).as_posix()
+class Progress(Protocol):
+    """What a runtime reports while it runs (the CLI draws it as progress bars)."""
+
+    def photo_done(self, entry: ManifestEntry) -> None: ...
+
+    def start_jobs(self, count: int) -> None: ...
+
+    def job_done(self, result: JobResult) -> None: ...
+
+
+ShowLink = Callable[[str, str, timedelta], None]
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    manifest: RunManifest
+    report: Path
+    review: ReviewRunResult
+
+
+def finish_run(
+    input_root: Path,
+    out_dir: Path,
+    settings: RunSettings,
+    started: datetime,
+    entries: list[ManifestEntry],
+    previous: dict[str, ManifestEntry],
+    review: ReviewOptions,
+    on_link: ShowLink,
+) -> FinishedRun:
+    """What both runtimes end with: manifest, report, then the local review of this run's items."""
+    from functions.local.report import write_report
+
+    remove_stale_outputs(out_dir, previous, entries)
+    manifest = write_manifest(out_dir, input_root.resolve(), settings, started, entries)
+    report = write_report(out_dir, manifest, REPORT_NAME)
+    outcome = review_run(
+        out_dir,
+        manifest,
+        review.mode,
+        reviewer=review.reviewer,
+        timeout=review.timeout,
+        port=review.port,
+        on_link=lambda link, email: on_link(link, email, review.timeout),
+    )
+    return FinishedRun(manifest, report, outcome)
+
+
+def run_locally(
+    input_root: Path,
+    photos: list[InputPhoto],
+    out_dir: Path,
+    settings: RunSettings,
+    review: ReviewOptions,
+    progress: Progress,
+    on_link: ShowLink,
+) -> FinishedRun:
+    """`--runtime local`: prepare on every core, GPU jobs in this process, checks, then review and publish."""
+    from functions.adapters.local.gpu_worker import InProcessGpuWorker
+
+    started = datetime.now(UTC)
+    previous = load_previous_manifest(out_dir)
+    # 1. Prepare every photo (reusing finished work).
+    entries = run_batch(photos, out_dir, settings, on_done=progress.photo_done)
+    # 2. GPU jobs one at a time in this process, standing in for the endpoint (one GPU).
+    progress.start_jobs(count_gpu_jobs(entries))
+    if count_gpu_jobs(entries) and settings.models is None:
+        raise ConfigurationError(
+            "GPU jobs need --models: `tiny` (random tiny models, to try the flow) or a config file."
+        )
+    models = settings.models or ""
+    entries = run_job_stage(entries, lambda: InProcessGpuWorker(models), on_done=progress.job_done)
+    # 3. The automatic checks turn every image into a review item with its flags.
+    entries = check_and_itemise(entries, out_dir, settings)
+    # 4. Manifest, report, review, publish.
+    return finish_run(input_root, out_dir, settings, started, entries, previous, review, on_link)

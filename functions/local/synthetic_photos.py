@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from schemas.product import SIDECAR_NAME
+
 GARMENTS = ("tshirt", "trousers", "dress", "hoodie")
 
 _Point = tuple[float, float]
@@ -253,7 +255,7 @@ def write_example_photos(directory: Path, size: tuple[int, int] = (1800, 2400)) 
         sku_dir.mkdir(exist_ok=True)
         photo = render_product_photo(garment, garment_rgb, backdrop_rgb, size=size, seed=seed)
         written.append(_save_jpeg(photo.image, sku_dir / "front.jpg"))
-        (sku_dir / "product.json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+        (sku_dir / SIDECAR_NAME).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     # A loose photo at the top level: its file name is its SKU.
     hoodie = render_product_photo("hoodie", (92, 94, 98), (245, 245, 245), size=size, seed=len(examples) + 1)
     written.append(_save_jpeg(hoodie.image, directory / "HOODIE-CHARCOAL-005.jpg"))

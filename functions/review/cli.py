@@ -1,4 +1,4 @@
-"""`catalog review ...`: the owner's commands for a run's review batches (mounted by `functions.cli`)."""
+"""`catalog review ...`: the owner's commands for a run's review batches (mounted by `functions.local.cli`)."""
 
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ def reissue(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on (default: a free one).")] = 0,
 ) -> None:
     """Send a new link for the images an expired review left undecided, wait for the decisions, publish."""
-    from .local_flow import STATE_DIR, local_service, serve_and_wait
+    from functions.review.local_flow import STATE_DIR, local_service, serve_and_wait
 
     if not (out / STATE_DIR / "reviews.sqlite").is_file():
         console.print(f"[bold red]Error:[/] no review found in {out}.")

@@ -5,32 +5,29 @@ email to `OUT/outbox/`, serves the review page on 127.0.0.1, waits for every dec
 the batch ends `expired`), then publishes what was approved and records what was rejected.
 """
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from schemas import RunManifest, Status
+from functions.adapters.local.files import FileStorage
+from functions.adapters.local.publisher import FolderPublisher
+from functions.review.local_server import LocalReviewServer
+from functions.review.mailer import OutboxMailer, build_review_email
+from functions.review.resume import LocalResumer
+from functions.review.service import AUTO_REVIEWER, ReviewService
+from functions.review.signing import LinkParams, load_local_keys
+from functions.review.store import SQLiteReviewStore, StoredReview, now_utc
+from functions.stages.publish import publish_decisions
+from schemas import PublishResult, RunManifest, Status
 from schemas.review import (
-    GenerationProvenance,
     ReviewItem,
-    ReviewItemDetails,
     ReviewState,
     ReviewTask,
     Verdict,
 )
 
-from .local_server import LocalReviewServer
-from .mailer import OutboxMailer, build_review_email
-from .publish import PublishReport, publish_locally
-from .resume import LocalResumer
-from .service import AUTO_REVIEWER, ReviewService
-from .signing import LinkParams, load_local_keys
-from .store import SQLiteReviewStore, StoredReview, now_utc
-
-DEFAULT_BRAND = "default"
 DEFAULT_REVIEWER = "reviewer@example.com"
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 LOCAL_SENDER = "catalog-review@localhost"
@@ -46,6 +43,16 @@ class ReviewMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class ReviewOptions:
+    """How a run is reviewed: `--review`, `--reviewer`, `--review-timeout`, `--review-port`."""
+
+    mode: ReviewMode = ReviewMode.NONE
+    reviewer: str = DEFAULT_REVIEWER
+    timeout: timedelta = DEFAULT_TIMEOUT
+    port: int = 0
+
+
+@dataclass(frozen=True)
 class ReviewRunResult:
     mode: ReviewMode
     state: ReviewState | None = None
@@ -55,7 +62,7 @@ class ReviewRunResult:
     approved: int = 0
     rejected: int = 0
     pending: int = 0
-    publish: PublishReport | None = None
+    publish: PublishResult | None = None
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
@@ -79,34 +86,13 @@ class ReviewRunResult:
             if self.publish.conflicts:
                 lines.append(f"Not overwritten (a different file exists): {', '.join(self.publish.conflicts)}.")
             if self.publish.feedback:
-                lines.append(f"Recorded {self.publish.feedback_records} rejection(s) in {self.publish.feedback}.")
+                lines.append(f"Recorded {self.publish.rejected_count} rejection(s) in {self.publish.feedback}.")
         return "\n".join(lines)
 
 
 def items_from_manifest(manifest: RunManifest) -> list[ReviewItem]:
-    """One item per succeeded packshot, with the normalised original's thumbnail beside it."""
-    items = []
-    for entry in manifest.entries:
-        if entry.status is not Status.SUCCEEDED or "packshot" not in entry.outputs:
-            continue
-        generated = entry.outputs["packshot"]
-        items.append(
-            ReviewItem(
-                item_id="p" + hashlib.sha256(generated.encode()).hexdigest()[:16],
-                sku=entry.sku,
-                original=entry.outputs.get("thumb_original", generated),
-                generated=generated,
-                job_kind="packshot",
-                flags=entry.checks,
-                details=ReviewItemDetails(
-                    source=entry.source,
-                    content_sha256=entry.content_sha256,
-                    generated_thumbnail=entry.outputs.get("thumb_packshot"),
-                    provenance=GenerationProvenance(engine=entry.cutout.engine if entry.cutout else None),
-                ),
-            )
-        )
-    return items
+    """The review items the checks stage made for each succeeded photo: its packshot and generated images."""
+    return [item for entry in manifest.entries if entry.status is Status.SUCCEEDED for item in entry.review_items]
 
 
 def local_service(out_dir: Path, clock: Callable[[], datetime] = now_utc) -> tuple[ReviewService, LocalResumer]:
@@ -120,7 +106,14 @@ def local_service(out_dir: Path, clock: Callable[[], datetime] = now_utc) -> tup
 def _result(
     mode: ReviewMode, review: StoredReview, out_dir: Path, link: str | None, email: str | None
 ) -> ReviewRunResult:
-    report = publish_locally(out_dir, review)
+    report = publish_decisions(
+        review.task.brand,
+        review.review_id,
+        review.task.items,
+        review.decisions.values(),
+        read_bytes=FileStorage([out_dir]).read_bytes,
+        publisher=FolderPublisher(out_dir),
+    )
     approved = sum(d.verdict is Verdict.APPROVED for d in review.decisions.values())
     return ReviewRunResult(
         mode=mode,
@@ -173,24 +166,22 @@ def review_run(
     mode: ReviewMode,
     *,
     reviewer: str = DEFAULT_REVIEWER,
-    brand: str = DEFAULT_BRAND,
     timeout: timedelta = DEFAULT_TIMEOUT,
     port: int = 0,
-    extra_items: Sequence[ReviewItem] = (),
     on_link: Callable[[str, str], None] = lambda link, email: None,
     clock: Callable[[], datetime] = now_utc,
 ) -> ReviewRunResult:
-    """Review a run's outputs; `extra_items` lets later steps (GPU jobs) add their images to the same batch."""
+    """Review a run's outputs: every succeeded photo's packshot and generated images, in one batch."""
     # 1. What is there to review?
     if mode is ReviewMode.NONE:
         return ReviewRunResult(mode)
-    items = [*items_from_manifest(manifest), *extra_items]
+    items = items_from_manifest(manifest)
     if not items:
         return ReviewRunResult(mode)
 
     # 2. One batch for the run.
     service, resumer = local_service(out_dir, clock)
-    task, params = service.create(brand, [reviewer], items, timeout)
+    task, params = service.create(manifest.options.brand, [reviewer], items, timeout)
 
     # 3. Decide: nobody (auto) or a person through the local page.
     if mode is ReviewMode.AUTO:

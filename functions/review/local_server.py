@@ -7,13 +7,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from functions.adapters.local.files import path_of
+from functions.review.page import ImageUrl, security_headers
+from functions.review.service import ReviewService
+from functions.review.signing import LinkParams, LinkRefusedError
+from functions.review.store import StoredReview
+from functions.review.web import ReviewWeb, WebResponse
 from schemas.review import ReviewItem
-
-from .page import ImageUrl, security_headers
-from .service import ReviewService
-from .signing import LinkParams, LinkRefusedError
-from .store import StoredReview
-from .web import ReviewWeb, WebResponse
 
 IMAGE_KINDS = ("original", "generated", "preview")
 
@@ -26,7 +26,8 @@ def local_image_path(out_dir: Path, item: ReviewItem, kind: str) -> Path:
         "preview": item.details.generated_thumbnail or item.generated,
     }[kind]
     root = out_dir.resolve()
-    path = (root / relative).resolve()
+    # Items name their images by file:// URI (the prepare stage's outputs) or, in older runs, relative to OUT.
+    path = (root / (path_of(relative) if relative.startswith("file://") else relative)).resolve()
     if root not in path.parents:
         raise LinkRefusedError("image outside the output folder")
     return path

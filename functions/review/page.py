@@ -9,10 +9,9 @@ from collections.abc import Callable, Iterable
 from html import escape
 from importlib.resources import files
 
+from functions.review.store import StoredReview
 from schemas.checks import Severity
 from schemas.review import RejectionReason, ReviewDecision, ReviewItem, ReviewState, Verdict
-
-from .store import StoredReview
 
 STATIC_FILES = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
 

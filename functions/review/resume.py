@@ -4,7 +4,7 @@ import logging
 import threading
 from typing import Any
 
-from .service import ResumeStatus
+from functions.review.service import ResumeStatus
 
 logger = logging.getLogger(__name__)
 

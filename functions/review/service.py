@@ -20,9 +20,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from schemas.review import RejectionReason, ReviewDecision, ReviewItem, ReviewState, ReviewTask, Verdict
-
-from .signing import (
+from functions.review.signing import (
     LinkParams,
     LinkRefusedError,
     SigningKeys,
@@ -32,7 +30,7 @@ from .signing import (
     sign_link,
     verify_link,
 )
-from .store import (
+from functions.review.store import (
     MAX_BATCH_MEMBERS,
     AlreadyDecided,
     BatchStore,
@@ -44,6 +42,7 @@ from .store import (
     now_utc,
     outcome_json,
 )
+from schemas.review import RejectionReason, ReviewDecision, ReviewItem, ReviewState, ReviewTask, Verdict
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from schemas.review import RejectionReason, ReviewItem, Verdict
-
-from .page import (
+from functions.review.page import (
     STATIC_FILES,
     ImageUrl,
     describe_decision,
@@ -20,7 +18,7 @@ from .page import (
     security_headers,
     static_file,
 )
-from .service import (
+from functions.review.service import (
     BadDecisionError,
     CsrfRefusedError,
     DecideOutcome,
@@ -29,8 +27,9 @@ from .service import (
     ReviewService,
     describe_result,
 )
-from .signing import LinkParams, LinkRefusedError
-from .store import AlreadyDecided, DecisionApplied, StoredReview
+from functions.review.signing import LinkParams, LinkRefusedError
+from functions.review.store import AlreadyDecided, DecisionApplied, StoredReview
+from schemas.review import RejectionReason, ReviewItem, Verdict
 
 logger = logging.getLogger(__name__)
 

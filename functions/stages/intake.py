@@ -15,12 +15,13 @@ from pathlib import PurePath
 
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
+from pydantic import ValidationError
 
-from schemas import IntakeInfo
+from functions.errors import IntakeError, field_problems
+from schemas import IntakeInfo, ProductSidecar
+from schemas.product import SIDECAR_NAME
 
-from .errors import IntakeError
-
-__all__ = ["IntakeLimits", "NormalisedImage", "normalise_image", "sniff_format"]
+__all__ = ["SIDECAR_NAME", "IntakeLimits", "NormalisedImage", "normalise_image", "parse_sidecar", "sniff_format"]
 
 
 @dataclass(frozen=True)
@@ -491,3 +492,15 @@ def _apply_transform(image: Image.Image, transform: ImageCms.ImageCmsTransform) 
     converted = ImageCms.applyTransform(image, transform)
     assert converted is not None  # None only with inPlace=True
     return converted
+
+
+# -- the product's sidecar ---------------------------------------------------------------------------------------
+
+
+def parse_sidecar(data: bytes, where: str) -> ProductSidecar:
+    """A SKU's `product.json`; a bad one raises IntakeError `invalid_sidecar` naming `where` and every bad field."""
+    try:
+        return ProductSidecar.model_validate_json(data)
+    except ValidationError as error:
+        problems = field_problems(error)
+        raise IntakeError("invalid_sidecar", f"{where} is not valid: {problems}.") from error

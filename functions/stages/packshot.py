@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from functions.background.base import make_cutout
 from functions.encoding import OutputFormat, check_output_format, check_quality
 from functions.errors import CatalogError
+from functions.stages.background.base import make_cutout
 from schemas import Box, QualityFlag, Severity
 
 # Mask values at or below this are backdrop noise, not product: they neither count nor show.

@@ -1,31 +1,26 @@
 """After review: approved images go to the published location, never over an existing object; rejected ones become
 labelled lines of the brand's feedback dataset (JSON Lines), which the next training round reads.
+
+One stage for both runtimes: the publisher port is a folder locally (`OUT/approved/`, `OUT/feedback/`) and the
+output bucket on AWS. Each published image carries its provenance (what made it, with which adapters and seed).
 """
 
-import hashlib
-import os
 import re
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import PurePosixPath
 
-from schemas.review import FeedbackRecord, ReviewDecision, ReviewItem, Verdict
+from functions.ports import Publisher, PublishStatus
+from schemas import FeedbackRecord, PublishResult, ReviewDecision, ReviewItem, Verdict
 
-from .store import StoredReview
+ReadBytes = Callable[[str], bytes]
 
-APPROVED_DIR = "approved"
-FEEDBACK_DIR = "feedback"
+_CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 
-@dataclass
-class PublishReport:
-    published: list[str] = field(default_factory=list)
-    already_published: list[str] = field(default_factory=list)  # same bytes were there: a re-run, nothing to do
-    conflicts: list[str] = field(default_factory=list)  # different bytes were there: left alone, reported
-    feedback: str | None = None
-    feedback_records: int = 0
+def safe_name(text: str) -> str:
+    """A file-name and S3-key safe form of a SKU, file stem or brand (merchandisers may type anything)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return cleaned or "_"
 
 
 def feedback_record(review_id: str, brand: str, item: ReviewItem, decision: ReviewDecision) -> FeedbackRecord:
@@ -55,137 +50,82 @@ def feedback_record(review_id: str, brand: str, item: ReviewItem, decision: Revi
     )
 
 
-def _decided(review: StoredReview, verdict: Verdict) -> list[tuple[ReviewItem, ReviewDecision]]:
-    return [
-        (item, review.decisions[item.item_id])
-        for item in review.task.items
-        if item.item_id in review.decisions and review.decisions[item.item_id].verdict is verdict
-    ]
+def published_metadata(item: ReviewItem, decision: ReviewDecision, review_id: str) -> dict[str, str]:
+    """What travels with a published image (S3 user metadata; `published.jsonl` locally): ASCII values only."""
+    provenance = item.details.provenance
+    values = {
+        "job-kind": item.job_kind,
+        "sku": item.sku,
+        "source-sha256": item.details.content_sha256,
+        "engine": provenance.engine,
+        "model-version": provenance.model_version,
+        "adapter": provenance.adapter,
+        "adapter-version": provenance.adapter_version,
+        "seed": None if provenance.seed is None else str(provenance.seed),
+        "review-id": review_id,
+        "approved-by": decision.reviewer,
+    }
+    return {key: value.encode("ascii", "replace").decode() for key, value in values.items() if value is not None}
 
 
-def _brand_file_name(brand: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", brand).strip("._") or "_"
+def publish_name(item: ReviewItem) -> str:
+    """`<sku>/<photo>.<kind>...`: the item's own name, or one made from its SKU and id when it has none."""
+    name = item.details.publish_name
+    if name is None:
+        suffix = PurePosixPath(item.generated).suffix or ".png"
+        name = f"{item.sku}/{item.item_id}{suffix}"
+    parts = [safe_name(part) for part in PurePosixPath(name).parts]
+    return "/".join(parts)
 
 
-def _inside(root: Path, relative: str) -> Path:
-    target = (root / relative).resolve()
-    if root.resolve() not in target.parents:
-        raise ValueError(f"{relative!r} is outside {root}")
-    return target
+def _decided(
+    items: Sequence[ReviewItem], decisions: Iterable[ReviewDecision]
+) -> list[tuple[ReviewItem, ReviewDecision]]:
+    by_id = {item.item_id: item for item in items}
+    pairs = []
+    for decision in decisions:
+        item = by_id.get(decision.item_id)
+        if item is None:
+            raise ValueError(f"decision for item {decision.item_id!r}, which is not part of this review")
+        pairs.append((item, decision))
+    return pairs
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def publish_decisions(
+    brand: str,
+    review_id: str,
+    items: Sequence[ReviewItem],
+    decisions: Iterable[ReviewDecision],
+    *,
+    read_bytes: ReadBytes,
+    publisher: Publisher,
+) -> PublishResult:
+    """Approved -> the publisher (never over other bytes); rejected -> one feedback write for the batch."""
+    published: dict[PublishStatus, list[str]] = {status: [] for status in PublishStatus}
+    rejected: list[tuple[ReviewItem, ReviewDecision]] = []
+    for item, decision in _decided(items, decisions):
+        if decision.verdict is not Verdict.APPROVED:
+            rejected.append((item, decision))
+            continue
+        name = publish_name(item)
+        content_type = _CONTENT_TYPES.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")
+        status, location = publisher.publish(
+            brand, name, read_bytes(item.generated), content_type, published_metadata(item, decision, review_id)
+        )
+        published[status].append(location)
 
-
-def _link_exclusive(source: Path, target: Path) -> None:
-    """Copy `source` to `target` all at once, failing with FileExistsError if `target` exists (never overwrites)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as file, source.open("rb") as original:
-            while block := original.read(1 << 20):
-                file.write(block)
-        # link() fails if the name exists, atomically: the O_EXCL guarantee without a half-written file on a crash.
-        os.link(temporary, target)
-    finally:
-        os.unlink(temporary)
-
-
-def publish_locally(out_dir: Path, review: StoredReview) -> PublishReport:
-    """`OUT/approved/<SKU>/...` for approved items; `OUT/feedback/<brand>.jsonl` lines for rejected ones."""
-    report = PublishReport()
-    for item, _ in _decided(review, Verdict.APPROVED):
-        source = _inside(out_dir, item.generated)
-        target_relative = f"{APPROVED_DIR}/{item.generated}"
-        target = _inside(out_dir, target_relative)
-        try:
-            _link_exclusive(source, target)
-            report.published.append(target_relative)
-        except FileExistsError:
-            same = _sha256(target) == _sha256(source)
-            (report.already_published if same else report.conflicts).append(target_relative)
-
-    rejected = _decided(review, Verdict.REJECTED)
+    feedback = None
     if rejected:
-        relative = f"{FEEDBACK_DIR}/{_brand_file_name(review.task.brand)}.jsonl"
-        path = _inside(out_dir, relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = "".join(
-            feedback_record(review.review_id, review.task.brand, item, d).model_dump_json() + "\n"
-            for item, d in rejected
-        )
-        # O_APPEND and one write: concurrent runs for the same brand never interleave inside a line.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, lines.encode())
-        finally:
-            os.close(fd)
-        report.feedback, report.feedback_records = relative, len(rejected)
-    return report
-
-
-def _s3_location(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
-        raise ValueError(f"expected an s3://bucket/key URI, got {uri!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-def publish_to_s3(
-    s3: Any, review: StoredReview, bucket: str, approved_prefix: str, feedback_prefix: str
-) -> PublishReport:
-    """The AWS twin: `IfNoneMatch="*"` puts, so an existing published object is never replaced.
-
-    Approved images go to `<approved_prefix><brand>/<sku>/<item id>.<ext>`, the publish handler's layout.
-    Feedback is one JSON Lines object per batch (`<feedback_prefix><brand>/<review id>.jsonl`): S3 cannot append.
-    """
-    report = PublishReport()
-    brand = _brand_file_name(review.task.brand)
-    for item, _ in _decided(review, Verdict.APPROVED):
-        source_bucket, source_key = _s3_location(item.generated)
-        # Named after the item, as the publish handler does: every packshot is `packshot.jpg` in its own prefix,
-        # so the source's file name would make a SKU's second photo collide with its first.
-        file_name = source_key.rsplit("/", 1)[-1]
-        extension = file_name.rsplit(".", 1)[-1] if "." in file_name else "png"
-        target_key = (
-            f"{approved_prefix}{brand}/{_brand_file_name(item.sku)}/{_brand_file_name(item.item_id)}.{extension}"
-        )
-        source = s3.get_object(Bucket=source_bucket, Key=source_key)
-        content_type = source.get("ContentType") or "application/octet-stream"  # browsers need it to show the image
-        status = put_once(s3, bucket, target_key, source["Body"].read(), content_type)
-        if status == "published":
-            report.published.append(f"s3://{bucket}/{target_key}")
-        elif status == "already_published":
-            report.already_published.append(f"s3://{bucket}/{target_key}")
+        lines = "".join(feedback_record(review_id, brand, i, d).model_dump_json() + "\n" for i, d in rejected)
+        status, location = publisher.record_feedback(brand, review_id, lines.encode())
+        if status is PublishStatus.CONFLICT:  # other lines are already there for this batch: kept, reported
+            published[PublishStatus.CONFLICT].append(location)
         else:
-            report.conflicts.append(f"s3://{bucket}/{target_key}")
-
-    rejected = _decided(review, Verdict.REJECTED)
-    if rejected:
-        key = f"{feedback_prefix}{brand}/{_brand_file_name(review.review_id)}.jsonl"
-        lines = "".join(
-            feedback_record(review.review_id, review.task.brand, item, d).model_dump_json() + "\n"
-            for item, d in rejected
-        )
-        if put_once(s3, bucket, key, lines.encode(), "application/x-ndjson") == "conflict":
-            report.conflicts.append(f"s3://{bucket}/{key}")  # other lines for this batch are there: kept, reported
-        else:
-            report.feedback, report.feedback_records = f"s3://{bucket}/{key}", len(rejected)
-    return report
-
-
-def put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
-    """'published', 'already_published' (same bytes were there) or 'conflict' (other bytes; left alone)."""
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
-        return "published"
-    except s3.exceptions.ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
-            raise
-    existing = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return "already_published" if hashlib.sha256(existing).digest() == hashlib.sha256(body).digest() else "conflict"
+            feedback = location
+    return PublishResult(
+        published=tuple(published[PublishStatus.PUBLISHED]),
+        already_published=tuple(published[PublishStatus.ALREADY_PUBLISHED]),
+        conflicts=tuple(published[PublishStatus.CONFLICT]),
+        rejected=tuple(item.item_id for item, _ in rejected),
+        feedback=feedback,
+    )

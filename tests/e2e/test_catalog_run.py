@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from functions.synthetic_photos import write_example_photos
+from functions.local.synthetic_photos import write_example_photos
 from tests.conftest import tree_digest
 
 pytestmark = pytest.mark.e2e
@@ -268,7 +268,7 @@ def test_gpu_jobs_without_models_is_a_usage_error(tmp_path):
 
 def test_sidecar_jobs_run_in_process_with_tiny_models_and_go_to_review(tmp_path):
     # Given one SKU whose product.json asks for a lifestyle scene and a try-on
-    from functions.synthetic_photos import render_product_photo
+    from functions.local.synthetic_photos import render_product_photo
 
     sku = tmp_path / "in" / "DRESS-1"
     sku.mkdir(parents=True)

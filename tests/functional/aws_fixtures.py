@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import boto3
 
-from functions.aws import settings
+from functions.adapters.aws import settings
 
 REGION = "us-east-1"
 INTAKE = "catalog-intake"

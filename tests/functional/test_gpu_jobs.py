@@ -9,20 +9,25 @@ import time
 import boto3
 import pytest
 from moto import mock_aws
+from pydantic import ValidationError
 
-from functions.aws.job_store import GpuJobStore, JobState
+from functions.adapters.aws.job_store import GpuJobStore, JobState
 from functions.handlers import gpu_job_outcome, reconcile_gpu_jobs, submit_gpu_job
+from schemas import GpuJobTask, JobKind, JobOutput, JobRequest, JobResult, Status
 
 from .aws_fixtures import JOBS, REGION, WORK, FakeContext, create_resources
 
-JOB = {
-    "job_id": "0123456789abcdef-lifestyle",
-    "kind": "lifestyle",
-    "brand": "acme",
-    "sku": "SKU 1",
-    "inputs": {"cutout": f"s3://{WORK}/prepared/0123456789abcdef/cutout.png"},
-    "output_prefix": f"s3://{WORK}/gpu/outputs/0123456789abcdef/lifestyle",
-}
+JOB_ID = "0123456789abcdef-lifestyle"
+JOB = JobRequest(
+    job_id=JOB_ID,
+    kind=JobKind.LIFESTYLE,
+    brand="acme",
+    sku="SKU 1",
+    inputs={"cutout": f"s3://{WORK}/prepared/0123456789abcdef/cutout.png"},
+    output_prefix=f"s3://{WORK}/gpu/outputs/0123456789abcdef/lifestyle",
+    seed=42,
+    params={"brand_profile": {"brand": "acme", "adapters": []}},
+)
 
 
 def count_calls(client, operation: str) -> list[dict]:
@@ -43,7 +48,9 @@ def aws(monkeypatch):
 
 
 def submit(token: str, attempt: int = 0) -> dict:
-    event = {"task_token": token, "attempt": attempt, "execution_arn": "arn:exec", "job": JOB}
+    """The submit task's input: the Map's GpuJobTask (the attempt and the prepared JobRequest) plus the token."""
+    task = GpuJobTask(attempt=attempt, execution_arn="arn:exec", job=JOB)
+    event = {"task_token": token, **task.model_dump(mode="json")}
     return submit_gpu_job.lambda_handler(event, FakeContext())
 
 
@@ -56,35 +63,53 @@ def test_the_same_task_delivered_five_times_invokes_the_endpoint_once(aws):
 
     # Then one InvokeEndpointAsync, with the attempt's job id as InferenceId and the request JSON in S3
     assert len(invocations) == 1
-    assert invocations[0]["InferenceId"] == "0123456789abcdef-lifestyle-a0"
+    assert invocations[0]["InferenceId"] == f"{JOB_ID}-a0"
     assert [r["registration"] for r in results] == ["new"] + ["already_invoked"] * 4
-    body = boto3.client("s3").get_object(Bucket=WORK, Key="gpu/requests/0123456789abcdef-lifestyle-a0.json")["Body"]
-    assert json.loads(body.read())["output_prefix"].endswith("/lifestyle/a0")
+    body = boto3.client("s3").get_object(Bucket=WORK, Key=f"gpu/requests/{JOB_ID}-a0.json")["Body"]
+    # And the request the endpoint reads is the prepared JobRequest, renamed for the attempt, nothing else changed
+    request = JobRequest.model_validate_json(body.read())
+    assert request.output_prefix == f"{JOB.output_prefix}/a0"
+    assert request.model_copy(update={"job_id": JOB_ID, "output_prefix": JOB.output_prefix}) == JOB
     # And the newest token is the one stored (the live task is the one to resume)
-    assert GpuJobStore(boto3.client("dynamodb"), JOBS).get("0123456789abcdef-lifestyle-a0").task_token == "token-4"
+    assert GpuJobStore(boto3.client("dynamodb"), JOBS).get(f"{JOB_ID}-a0").task_token == "token-4"
+
+
+def test_a_task_token_longer_than_step_functions_makes_is_refused(aws):
+    # Given a task whose token is longer than any Step Functions token (2048 characters)
+    invocations = count_calls(submit_gpu_job.client("sagemaker-runtime"), "InvokeEndpointAsync")
+
+    # When it is submitted, Then it is refused before anything is invoked
+    with pytest.raises(ValidationError, match="task_token"):
+        submit("t" * 2049)
+    assert invocations == []
+    # And a token of the longest size Step Functions makes is accepted
+    assert submit("t" * 2048)["registration"] == "new"
 
 
 def test_a_retry_is_a_new_job(aws):
     invocations = count_calls(submit_gpu_job.client("sagemaker-runtime"), "InvokeEndpointAsync")
     submit("token-a", attempt=0)
     submit("token-b", attempt=1)
-    assert [i["InferenceId"] for i in invocations] == ["0123456789abcdef-lifestyle-a0", "0123456789abcdef-lifestyle-a1"]
+    assert [i["InferenceId"] for i in invocations] == [f"{JOB_ID}-a0", f"{JOB_ID}-a1"]
 
 
-def test_duplicate_outcome_notifications_resume_once(aws):
-    # Given a submitted job whose result the endpoint wrote
+def test_duplicate_outcome_notifications_resume_once_with_the_whole_result(aws):
+    # Given a submitted job whose result the endpoint wrote, with its model and adapter versions
     submit("token-1")
-    result = {
-        "job_id": "0123456789abcdef-lifestyle-a0",
-        "kind": "lifestyle",
-        "status": "succeeded",
-        "outputs": [{"uri": f"s3://{WORK}/gpu/outputs/x/lifestyle_0.png"}],
-    }
-    boto3.client("s3").put_object(Bucket=WORK, Key="gpu/results/r1.out", Body=json.dumps(result).encode())
+    result = JobResult(
+        job_id=f"{JOB_ID}-a0",
+        kind=JobKind.LIFESTYLE,
+        status=Status.SUCCEEDED,
+        outputs=(JobOutput(uri=f"s3://{WORK}/gpu/outputs/x/lifestyle_0.png", seed=42),),
+        model_version="sdxl-base-1.0",
+        adapter_versions={"acme-ss27": "v3"},
+        timings_s={"load": 3.0, "total": 9.5},
+    )
+    boto3.client("s3").put_object(Bucket=WORK, Key="gpu/results/r1.out", Body=result.model_dump_json().encode())
     resumes = count_calls(gpu_job_outcome.client("stepfunctions"), "SendTaskSuccess")
     message = {
         "invocationStatus": "Completed",
-        "inferenceId": "0123456789abcdef-lifestyle-a0",
+        "inferenceId": f"{JOB_ID}-a0",
         "responseParameters": {"outputLocation": f"s3://{WORK}/gpu/results/r1.out"},
     }
     event = {"Records": [{"Sns": {"Message": json.dumps(message)}}] * 3}
@@ -92,17 +117,20 @@ def test_duplicate_outcome_notifications_resume_once(aws):
     # When SNS delivers the success notification three times
     response = gpu_job_outcome.lambda_handler(event, FakeContext())
 
-    # Then the task is resumed once, with the result, and the job is settled
+    # Then the task is resumed once, and the job is settled
     assert response["results"] == ["settled", "already_settled", "already_settled"]
     assert len(resumes) == 1 and resumes[0]["taskToken"] == "token-1"
-    assert json.loads(resumes[0]["output"])["outputs"][0]["uri"].endswith("lifestyle_0.png")
-    assert GpuJobStore(boto3.client("dynamodb"), JOBS).get("0123456789abcdef-lifestyle-a0").state is JobState.SUCCEEDED
+    assert GpuJobStore(boto3.client("dynamodb"), JOBS).get(f"{JOB_ID}-a0").state is JobState.SUCCEEDED
+    # And the Map gets the whole JobResult: outputs, model and adapter versions (for the review item), no timings
+    output = json.loads(resumes[0]["output"])
+    assert "timings_s" not in output
+    assert JobResult.model_validate(output) == result.model_copy(update={"timings_s": {}})
 
 
 def test_error_notification_fails_the_task(aws):
     submit("token-1")
     failures = count_calls(gpu_job_outcome.client("stepfunctions"), "SendTaskFailure")
-    message = {"invocationStatus": "Failed", "inferenceId": "0123456789abcdef-lifestyle-a0", "failureReason": "OOM"}
+    message = {"invocationStatus": "Failed", "inferenceId": f"{JOB_ID}-a0", "failureReason": "OOM"}
     gpu_job_outcome.lambda_handler({"Records": [{"Sns": {"Message": json.dumps(message)}}]}, FakeContext())
     assert failures[0]["error"] == "GpuJobFailed" and "OOM" in failures[0]["cause"]
 
@@ -110,7 +138,7 @@ def test_error_notification_fails_the_task(aws):
 def test_reconciler_fails_jobs_without_an_outcome(aws):
     # Given a job submitted long ago that never got a notification or a result (moto writes a canned one: removed)
     submit("token-1")
-    stored = GpuJobStore(boto3.client("dynamodb"), JOBS).get("0123456789abcdef-lifestyle-a0")
+    stored = GpuJobStore(boto3.client("dynamodb"), JOBS).get(f"{JOB_ID}-a0")
     assert stored is not None and stored.output_location
     bucket, _, key = stored.output_location.removeprefix("s3://").partition("/")
     boto3.client("s3").delete_object(Bucket=bucket, Key=key)

@@ -17,8 +17,10 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from functions.handlers import review_api, review_common, review_notify, review_schedule
+from functions.adapters.aws import review as aws_review
+from functions.handlers import review_api, review_notify, review_schedule
 from functions.review.signing import LinkParams, SigningKeys
+from schemas import QualityFlag, ReviewItem, ReviewItemDetails, ReviewRequest
 
 REGION = "eu-west-1"
 SENDER = "review@brand.example.com"
@@ -52,7 +54,7 @@ def aws(monkeypatch):
         monkeypatch.setenv(name, value)
     config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
     with mock_aws(config=config):
-        review_common.reset()
+        aws_review.reset()
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         dynamodb.create_table(
             TableName=TABLE,
@@ -73,25 +75,32 @@ def aws(monkeypatch):
             for kind in ("original", "packshot"):
                 s3.put_object(Bucket=BUCKET, Key=f"{sku}/front.{kind}.jpg", Body=b"\xff\xd8 fake jpeg")
         yield
-        review_common.reset()
+        aws_review.reset()
 
 
-def _items():
+def _items() -> list[ReviewItem]:
+    """One image's review items, built as `automatic_checks` builds them (the workflow's ReviewRequest.items)."""
     return [
-        {
-            "item_id": f"i{n}",
-            "sku": sku,
-            "original": f"s3://{BUCKET}/{sku}/front.original.jpg",
-            "generated": f"s3://{BUCKET}/{sku}/front.packshot.jpg",
-            "job_kind": "packshot",
-            "flags": [{"code": "touches_edge", "message": "Touches the edge."}] if n == 1 else [],
-        }
+        ReviewItem(
+            item_id=f"i{n}",
+            sku=sku,
+            original=f"s3://{BUCKET}/{sku}/front.original.jpg",
+            generated=f"s3://{BUCKET}/{sku}/front.packshot.jpg",
+            job_kind="packshot",
+            flags=(QualityFlag(code="touches_edge", message="Touches the edge."),) if n == 1 else (),
+            details=ReviewItemDetails(publish_name=f"{sku}/front.packshot.jpg"),
+        )
         for n, sku in ((1, "SKU-1"), (2, "SKU-2"))
     ]
 
 
-def _start_waiting_executions(inputs: list[list[dict]]) -> list[tuple[str, dict]]:
+def _start_waiting_executions(images: list[list[ReviewItem]]) -> list[tuple[str, dict]]:
     """One execution per image, each waiting at its review task; a token reaches us the way it reaches a task."""
+    # The review task's input is the checks' ReviewRequest; the state machine adds the token.
+    inputs = [
+        ReviewRequest(brand="acme", reviewers=(REVIEWER,), items=tuple(items)).model_dump(mode="json")["items"]
+        for items in images
+    ]
     sqs = boto3.client("sqs", region_name=REGION)
     queue = sqs.create_queue(QueueName="review-requests")["QueueUrl"]
     role = boto3.client("iam", region_name=REGION).create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")
@@ -227,7 +236,7 @@ def _notify(body: dict, logs_stream) -> tuple[str, dict[str, str], str, str]:
 
 
 def _csrf(review_id: str, query: dict[str, str]) -> str:
-    return review_common.review_service().csrf(LinkParams.from_fields(review_id, query))
+    return aws_review.review_service().csrf(LinkParams.from_fields(review_id, query))
 
 
 def _decide(review_id: str, query: dict, decisions: list[dict]) -> dict:
@@ -303,7 +312,7 @@ def test_sso_claims_are_recorded_as_the_reviewer(aws, log_output):
     )
     response = review_api.lambda_handler(event, FakeContext())
     assert response["statusCode"] == 200 and "sso:ann@brand.example.com" in response["body"]
-    stored = review_common.review_service().view(review_id)
+    stored = aws_review.review_service().view(review_id)
     assert stored.decisions["i1"].reviewer == "sso:ann@brand.example.com"
 
 
@@ -327,13 +336,13 @@ def test_a_closed_execution_gives_an_already_closed_page_not_a_500(aws, log_outp
     _decide(link_id, query, [{"item_id": "i1", "verdict": "approved"}])
     last = _decide(link_id, query, [{"item_id": "i2", "verdict": "approved"}])
     assert last["statusCode"] == 410 and "already closed" in json.loads(last["body"])["error"]
-    assert review_common.review_service().store.get(review_id).resumed_at is not None  # not retried for ever
+    assert aws_review.review_service().store.get(review_id).resumed_at is not None  # not retried for ever
 
 
 def test_schedule_reminds_once_then_expires_with_send_task_failure(aws, log_output, monkeypatch):
     execution, body = _start_waiting_execution()
     batch_id, _, _, review_id = _notify(body, log_output)
-    service = review_common.review_service()
+    service = aws_review.review_service()
     start = datetime.now(UTC)
 
     # When the sweep runs 70 minutes in (within an hour of expiry), twice
@@ -358,7 +367,7 @@ def test_schedule_reminds_once_then_expires_with_send_task_failure(aws, log_outp
 
 def test_dynamodb_store_applies_a_decision_once(aws):
     from functions.review.store import AlreadyDecided, DecisionApplied, DynamoDBReviewStore
-    from schemas.review import ReviewDecision, ReviewItem, ReviewTask, Verdict
+    from schemas.review import ReviewDecision, ReviewTask, Verdict
 
     store = DynamoDBReviewStore(boto3.client("dynamodb", region_name=REGION), TABLE)
     now = datetime.now(UTC)
@@ -366,7 +375,7 @@ def test_dynamodb_store_applies_a_decision_once(aws):
         review_id="R" * 32,
         brand="acme",
         reviewers=(REVIEWER,),
-        items=tuple(ReviewItem.model_validate(item) for item in _items()),
+        items=tuple(_items()),
         created_at=now,
         expires_at=now + timedelta(hours=1),
     )
@@ -381,16 +390,16 @@ def test_dynamodb_store_applies_a_decision_once(aws):
     assert type(late).__name__ == "ReviewClosed"
 
 
-def _image_items(image: int) -> list[dict]:
+def _image_items(image: int) -> list[ReviewItem]:
     """One product image's items, with ids unique across images as the workflow makes them (job ids)."""
     return [
-        {
-            "item_id": f"img{image}-{kind}",
-            "sku": f"SKU-{image}",
-            "original": f"s3://{BUCKET}/SKU-1/front.original.jpg",
-            "generated": f"s3://{BUCKET}/SKU-1/front.packshot.jpg",
-            "job_kind": kind,
-        }
+        ReviewItem(
+            item_id=f"img{image}-{kind}",
+            sku=f"SKU-{image}",
+            original=f"s3://{BUCKET}/SKU-1/front.original.jpg",
+            generated=f"s3://{BUCKET}/SKU-1/front.packshot.jpg",
+            job_kind=kind,
+        )
         for kind in ("packshot", "lifestyle")
     ]
 
@@ -438,7 +447,7 @@ def test_three_images_get_one_digest_email_whose_link_lists_them_all_and_each_re
         ("img2-packshot", "approved"),
         ("img2-lifestyle", "rejected"),
     ]
-    service = review_common.review_service()
+    service = aws_review.review_service()
     assert service.store.get(review_ids[0]).state.value == "pending"
 
     # And no task token is in the email, the page or any log line
@@ -449,13 +458,15 @@ def test_three_images_get_one_digest_email_whose_link_lists_them_all_and_each_re
 
 def test_approve_all_remaining_works_across_the_batch_even_when_item_ids_repeat(aws, log_output):
     # Given two images whose items share ids (i1, i2), batched by one digest
-    waiting = _start_waiting_executions([_items(), [dict(item, sku=f"B-{item['sku']}") for item in _items()]])
+    waiting = _start_waiting_executions(
+        [_items(), [item.model_copy(update={"sku": f"B-{item.sku}"}) for item in _items()]]
+    )
     for _, body in waiting:
         review_notify.lambda_handler(body, FakeContext())
     review_schedule.lambda_handler({}, FakeContext())
     batch_id, query = _link_params(_sent_mail()[-1])
     # When the first image's SKU-1 item is rejected, then "Approve all remaining" is clicked
-    page = review_common.review_service().view(batch_id)
+    page = aws_review.review_service().view(batch_id)
     assert len(page.task.items) == 4 and len({item.item_id for item in page.task.items}) == 4
     rejected = next(item.item_id for item in page.task.items if item.sku == "SKU-1")
     _decide(batch_id, query, [{"item_id": rejected, "verdict": "rejected", "reason": "artefacts"}])
@@ -478,7 +489,7 @@ def test_a_batch_is_reminded_once_and_each_member_expires_with_review_expired(aw
         review_notify.lambda_handler(body, FakeContext())
     review_schedule.lambda_handler({}, FakeContext())
     batch_id, _ = _link_params(_sent_mail()[-1])
-    service = review_common.review_service()
+    service = aws_review.review_service()
     start = datetime.now(UTC)
     # When the schedule runs within an hour of the expiry, twice
     monkeypatch.setattr(service, "clock", lambda: start + timedelta(minutes=70))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from functions.background.keyer import BackdropKeyer
 from functions.errors import BackgroundRemovalError
-from functions.synthetic_photos import compose_on_backdrop, render_product_photo
+from functions.local.synthetic_photos import compose_on_backdrop, render_product_photo
+from functions.stages.background.keyer import BackdropKeyer
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
 GARMENT_SAMPLES = sorted(SAMPLES.glob("0*.jpg")) if SAMPLES.is_dir() else []

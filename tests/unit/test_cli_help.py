@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from functions.cli import app
+from functions.local.cli import app
 
 
 def test_run_help_shows_the_defaults_written_in_its_texts():

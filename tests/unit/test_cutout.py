@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from functions.background import make_cutout
+from functions.stages.background import make_cutout
 
 
 def _noisy_photo(mode: str = "RGB") -> Image.Image:

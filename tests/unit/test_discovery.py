@@ -2,7 +2,7 @@
 
 import json
 
-from functions.local_run import discover_inputs
+from functions.local.discovery import discover_inputs
 
 
 def _touch(path, data=b"x"):

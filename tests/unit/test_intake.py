@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from functions import intake
 from functions.errors import IntakeError
-from functions.intake import IntakeLimits, normalise_image, sniff_format
+from functions.stages import intake
+from functions.stages.intake import IntakeLimits, normalise_image, sniff_format
 from tests.unit import intake_corpus as corpus
 
 STABLE_CODES = {

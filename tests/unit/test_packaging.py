@@ -21,7 +21,7 @@ def test_the_base_install_does_not_pull_ml_libraries():
 def test_light_modules_import_no_ml_library():
     # Given a fresh interpreter
     code = (
-        "import sys, schemas, schemas.export, functions.errors, functions.background;"
+        "import sys, schemas, schemas.export, functions.errors, functions.stages.background;"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     # When the contracts and the background interface are imported

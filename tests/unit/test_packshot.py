@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from functions.encoding import encode_image
 from functions.errors import CatalogError
-from functions.packshot import (
+from functions.stages.packshot import (
     Packshot,
     PackshotPreset,
     PackshotSettings,

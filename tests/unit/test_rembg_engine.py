@@ -20,15 +20,15 @@ for _needed in ("onnxruntime", "rembg", "torch", "pooch"):
 
 import pooch  # noqa: E402
 
-from functions.background import rembg_engine  # noqa: E402
-from functions.background.rembg_engine import (  # noqa: E402
+from functions.errors import BackgroundRemovalError, ConfigurationError  # noqa: E402
+from functions.stages.background import rembg_engine  # noqa: E402
+from functions.stages.background.rembg_engine import (  # noqa: E402
     DEFAULT_REMBG_MODEL,
     MODELS_DIR_ENV,
     NON_COMMERCIAL_MODELS,
     RembgRemover,
     default_models_dir,
 )
-from functions.errors import BackgroundRemovalError, ConfigurationError  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.tiny_onnx import export_tiny_segmentation_onnx  # noqa: E402
 
@@ -357,7 +357,7 @@ def test_importing_the_engine_imports_neither_rembg_nor_onnxruntime(tiny_model: 
     # Given a fresh interpreter, as a light Lambda would be
     script = f"""
 import json, sys
-import functions.background.rembg_engine as engine
+import functions.stages.background.rembg_engine as engine
 after_import = sorted(m for m in ("rembg", "onnxruntime", "pymatting") if m in sys.modules)
 engine.RembgRemover({str(tiny_model)!r})
 after_build = sorted(m for m in ("onnxruntime", "pymatting", "numba") if m in sys.modules)

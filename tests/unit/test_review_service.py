@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from functions.adapters.local.files import FileStorage, file_uri
+from functions.adapters.local.publisher import FolderPublisher
 from functions.review.local_flow import ReviewMode, local_service, review_run
 from functions.review.local_server import LocalReviewServer
-from functions.review.publish import publish_locally
 from functions.review.service import AUTO_REVIEWER, ResumeStatus, ReviewService
 from functions.review.signing import SigningKeys
-from functions.review.store import SQLiteReviewStore
+from functions.review.store import SQLiteReviewStore, StoredReview
+from functions.stages.publish import publish_decisions
 from schemas import QualityFlag
-from schemas.review import ReviewItem, ReviewState, Verdict
+from schemas.review import ReviewItem, ReviewItemDetails, ReviewState, Verdict
 
 
 class RecordingResumer:
@@ -50,14 +52,16 @@ def _items(out: Path, count: int = 3) -> list[ReviewItem]:
             path = out / f"SKU-{i}" / f"front.{kind}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (40, 40), colour).save(path)
+        # As the checks stage makes them: images by file:// URI under OUT, each with the name it is published under.
         items.append(
             ReviewItem(
                 item_id=f"item{i}",
                 sku=f"SKU-{i}",
-                original=f"SKU-{i}/front.original.jpg",
-                generated=f"SKU-{i}/front.packshot.jpg",
+                original=file_uri(out / f"SKU-{i}" / "front.original.jpg"),
+                generated=file_uri(out / f"SKU-{i}" / "front.packshot.jpg"),
                 job_kind="packshot",
                 flags=(QualityFlag(code="touches_edge", message="The product touches the edge."),) if i == 0 else (),
+                details=ReviewItemDetails(publish_name=f"SKU-{i}/front.packshot.jpg"),
             )
         )
     return items
@@ -272,6 +276,18 @@ def test_reissue_asks_again_for_the_undecided_items_only(setup):
         service.reissue(new_task.review_id, timedelta(hours=1))
 
 
+def _publish(out: Path, review: StoredReview):
+    """What the local flow does once a review ends: the publish stage with the folder adapters."""
+    return publish_decisions(
+        review.task.brand,
+        review.review_id,
+        review.task.items,
+        review.decisions.values(),
+        read_bytes=FileStorage([out]).read_bytes,
+        publisher=FolderPublisher(out),
+    )
+
+
 def test_publish_never_overwrites_and_records_rejections(setup):
     service, store, _, _, task, params, out = setup
     csrf = service.csrf(params)
@@ -284,15 +300,18 @@ def test_publish_never_overwrites_and_records_rejections(setup):
     service.decide(task.review_id, params.as_fields(), csrf, [_request("item2", Verdict.APPROVED)])
     review = store.get(task.review_id)
 
-    first = publish_locally(out, review)
-    second = publish_locally(out, review)
+    # When the decided review is published, twice (as the local flow does after the last decision)
+    first = _publish(out, review)
+    second = _publish(out, review)
 
-    assert first.published == ["approved/SKU-1/front.packshot.jpg"] and first.conflicts == [
-        "approved/SKU-2/front.packshot.jpg"
-    ]
+    # Then the approved image is published once, the existing file is reported and left alone
+    assert first.published == ("approved/SKU-1/front.packshot.jpg",)
+    assert first.conflicts == ("approved/SKU-2/front.packshot.jpg",)
     assert conflict.read_bytes() == b"someone else's file"
-    assert second.published == [] and second.already_published == ["approved/SKU-1/front.packshot.jpg"]
+    assert second.published == () and second.already_published == ("approved/SKU-1/front.packshot.jpg",)
+    # And the rejection is one feedback line with the reviewer's reason and the automatic checks' flags
     lines = (out / "feedback" / "acme.jsonl").read_text().splitlines()
+    assert len(lines) == 1
     record = json.loads(lines[0])
     assert record["reason"] == "artefacts" and record["reviewer"] == "buyer@example.com" and record["sku"] == "SKU-0"
     assert record["flags"] == ["touches_edge"] and record["seed"] is None and record["adapter_version"] is None
@@ -309,7 +328,8 @@ def _manifest(out: Path):
             sku=item.sku,
             status=Status.SUCCEEDED,
             settings_fingerprint="f",
-            outputs={"packshot": item.generated, "thumb_original": item.original},
+            outputs={"packshot": f"{item.sku}/front.packshot.jpg", "thumb_original": f"{item.sku}/front.original.jpg"},
+            review_items=(item,),
         )
         for item in items
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from functions.synthetic_photos import GARMENTS, compose_on_backdrop, render_product_photo, write_example_photos
+from functions.local.synthetic_photos import GARMENTS, compose_on_backdrop, render_product_photo, write_example_photos
 from schemas import ProductSidecar
 
 

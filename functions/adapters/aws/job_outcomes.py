@@ -6,13 +6,12 @@ Shared by the SNS outcome handler and the reconciler, so both settle a job the s
 import json
 import logging
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
+from functions.adapters.aws.job_store import OPEN_STATES, GpuJobStore, JobState, StoredJob
+from functions.adapters.aws.s3_storage import s3_location
 from schemas import JobResult, Status
-
-from .job_store import OPEN_STATES, GpuJobStore, JobState, StoredJob
 
 logger = logging.getLogger(__name__)
 
@@ -23,29 +22,16 @@ TASK_ALREADY_CLOSED = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidTok
 _MAX_CAUSE = 32_768
 
 
-def s3_location(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("s3", "https") or not parsed.netloc:
-        raise ValueError(f"expected an s3:// URI, got {uri!r}")
-    if parsed.scheme == "https":  # https://<bucket>.s3.<region>.amazonaws.com/<key>
-        return parsed.netloc.split(".s3", 1)[0], parsed.path.lstrip("/")
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
 def read_job_result(s3: Any, output_location: str) -> JobResult:
     bucket, key = s3_location(output_location)
     return JobResult.model_validate_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def task_output(result: JobResult) -> dict[str, Any]:
-    """What the Map iteration returns for a finished job (kept small: execution state is capped at 256 KB)."""
-    return {
-        "job_id": result.job_id,
-        "kind": result.kind.value,
-        "status": result.status.value,
-        "model_version": result.model_version,
-        "outputs": [output.model_dump(mode="json") for output in result.outputs],
-    }
+    """What the Map iteration returns for a finished job: the JobResult with its model and adapter versions, which
+    the review item and the feedback record carry on (timings stay in the result file: state is capped at 256 KB).
+    """
+    return result.model_dump(mode="json", exclude={"timings_s"})
 
 
 def _send(sfn: Any, job: StoredJob, method: str, **kwargs: Any) -> None:

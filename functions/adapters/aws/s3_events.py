@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-SIDECAR_NAME = "product.json"
+from schemas.product import SIDECAR_NAME
 
 
 class MalformedEventError(ValueError):

@@ -1,6 +1,8 @@
 """Each Lambda's environment as a pydantic-settings model. The CDK stack sets the same names (upper case).
 
 Field names are the environment variable names in lower case, so `grep -ri ledger_table_name` finds both sides.
+Every handler module names the model it reads as `SETTINGS` and loads it at entry (`load(SETTINGS)`), so a missing
+or bad variable fails the invocation with the variable's name; a test checks the stack sets exactly these names.
 """
 
 from functools import cache
@@ -32,10 +34,21 @@ class PrepareSettings(_LambdaSettings):
     background_spec: str = "rembg:u2net"
     catalog_models_dir: str = "/opt/models"
     commercial: bool = True
+    default_jobs: str = Field(default="packshot", description="Jobs for SKUs whose product.json names none.")
     packshot_preset: str = "white-square"
-    packshot_size: int = 2000
+    packshot_size: int = Field(default=2000, ge=64, le=10000)
+    packshot_fill_ratio: float = Field(default=0.85, gt=0.0, le=1.0)
+    packshot_format: str = Field(default="", description="jpeg | png | webp; empty: the preset's own.")
+    packshot_quality: int = Field(default=92, ge=1, le=100)
+    max_megapixels: float = Field(default=50.0, gt=0.0)
     reviewers: str = Field(default="", description="Comma-separated reviewer emails (the stack's context).")
-    brand_profile_uri: str | None = Field(default=None, description="s3:// URI of the brand's BrandProfile JSON.")
+    brands_uri: str = Field(
+        pattern=r"^s3://[a-z0-9.\-]{3,63}/.*$",
+        description="The brand store: s3://bucket/brands/, holding <brand>/profile.json and its adapters.",
+    )
+
+    def reviewer_list(self) -> list[str]:
+        return [address.strip() for address in self.reviewers.split(",") if address.strip()]
 
 
 class GpuJobSettings(_LambdaSettings):
@@ -61,6 +74,18 @@ class PublishSettings(_LambdaSettings):
     output_bucket: str = Field(min_length=3)
     approved_prefix: str = "approved/"
     feedback_prefix: str = "feedback/"
+
+
+class ReviewSettings(_LambdaSettings):
+    """The review functions: the review table, link signing keys, the SES sender and the review API's URL."""
+
+    review_table_name: str = Field(min_length=3)
+    review_keys_secret_id: str = Field(min_length=1)
+    review_sender: str = Field(min_length=3, description="SES-verified From address.")
+    review_base_url: str = Field(min_length=8, description="Public URL of the review API, stage included.")
+    review_link_ttl_seconds: int = Field(default=72 * 3600, ge=600)
+    review_remind_before_seconds: int = Field(default=24 * 3600, ge=0)
+    review_image_url_seconds: int = Field(default=300, ge=30, le=3600)
 
 
 SettingsT = TypeVar("SettingsT", bound=_LambdaSettings)

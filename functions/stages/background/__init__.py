@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from ..errors import ConfigurationError
-from .base import BackgroundRemover, BackgroundResult, make_cutout
+from functions.errors import ConfigurationError
+from functions.stages.background.base import BackgroundRemover, BackgroundResult, make_cutout
 
 __all__ = ["BackgroundRemover", "BackgroundResult", "background_remover_from_spec", "make_cutout"]
 
@@ -21,11 +21,11 @@ def background_remover_from_spec(
     """Build the engine a `--background` value names. Engines are imported lazily: rembg pulls onnxruntime."""
     name, _, model = spec.strip().partition(":")
     if name == "backdrop" and not model:
-        from .keyer import BackdropKeyer
+        from functions.stages.background.keyer import BackdropKeyer
 
         return BackdropKeyer()
     if name == "rembg":
-        from .rembg_engine import DEFAULT_REMBG_MODEL, RembgRemover
+        from functions.stages.background.rembg_engine import DEFAULT_REMBG_MODEL, RembgRemover
 
         return RembgRemover(
             model or DEFAULT_REMBG_MODEL,

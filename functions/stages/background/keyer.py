@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import BackgroundRemovalError
-from .base import BackgroundResult
+from functions.errors import BackgroundRemovalError
+from functions.stages.background.base import BackgroundResult
 
 _ALPHA_OPAQUE = 128  # RGBA pixels below this alpha are background whatever their colour
 

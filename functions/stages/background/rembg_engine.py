@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops
 
-from ..errors import BackgroundRemovalError, ConfigurationError
-from .base import BackgroundResult
+from functions.errors import BackgroundRemovalError, ConfigurationError
+from functions.stages.background.base import BackgroundResult
 
 # Licences, as far as the upstream projects state them (checked for this module; not legal advice):
 # - isnet-general-use: IS-Net by Qin et al. (github.com/xuebinqin/DIS). The repository states "Our code

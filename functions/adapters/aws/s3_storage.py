@@ -1,0 +1,31 @@
+"""The storage port on S3: `s3://bucket/key` URIs through one boto3 client."""
+
+from typing import Any
+from urllib.parse import urlparse
+
+
+def s3_location(uri: str) -> tuple[str, str]:
+    """Bucket and key of an `s3://bucket/key` URI (or an S3 https URL, as async inference reports them)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("s3", "https") or not parsed.netloc or not parsed.path.lstrip("/"):
+        raise ValueError(f"expected an s3://bucket/key URI, got {uri!r}")
+    if parsed.scheme == "https":  # https://<bucket>.s3.<region>.amazonaws.com/<key>
+        return parsed.netloc.split(".s3", 1)[0], parsed.path.lstrip("/")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+class S3Storage:
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = s3_location(uri)
+        try:
+            data: bytes = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey as error:
+            raise FileNotFoundError(f"no such object: {uri}") from error
+        return data
+
+    def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        bucket, key = s3_location(uri)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)

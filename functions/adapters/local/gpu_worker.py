@@ -1,0 +1,45 @@
+"""The in-process GPU worker: stands in for the SageMaker async endpoint in `catalog run` (and in aws-sim).
+
+The requests are the same `JobRequest`s the endpoint takes. `gpu_jobs` (and torch with it) is imported only when
+a GPU job is actually requested.
+"""
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from functions.errors import ConfigurationError
+from schemas import JobRequest, JobResult
+
+if TYPE_CHECKING:
+    from gpu_jobs.config import ModelConfig
+
+TINY_MODELS = "tiny"
+
+
+def load_model_config(models: str) -> "ModelConfig":
+    """`tiny` or a model config JSON file; importing gpu_jobs here keeps torch out of runs without GPU jobs."""
+    try:
+        from gpu_jobs.config import ModelConfig
+    except ImportError as error:
+        raise ConfigurationError(
+            f"GPU jobs need the gpu extra ({error.name} is missing): "
+            "pip install torch==2.13.0 && pip install -e '.[gpu]'"
+        ) from error
+    if models == TINY_MODELS:
+        return ModelConfig.tiny()
+    try:
+        return ModelConfig.from_file(Path(models))
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"--models {models}: {error}") from error
+
+
+class InProcessGpuWorker:
+    """Runs each job in this process, one at a time (one GPU); a failure is a `failed` JobResult, never a raise."""
+
+    def __init__(self, models: str) -> None:
+        self.config = load_model_config(models)
+
+    def run(self, request: JobRequest) -> JobResult:
+        from gpu_jobs.inprocess import run_job_in_process
+
+        return run_job_in_process(request, self.config)
