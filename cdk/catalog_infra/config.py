@@ -9,6 +9,9 @@ from constructs import Node
 EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
 BRAND = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
 INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+JOB_KINDS = ("packshot", "ghost_mannequin", "try_on", "lifestyle")  # schemas.JobKind's values
+PACKSHOT_PRESETS = ("white-square", "transparent", "shadow")  # functions.stages.packshot's presets
+PACKSHOT_SIZES = range(64, 10001)
 
 
 def _bool(value: Any) -> bool:
@@ -35,6 +38,9 @@ class DeployConfig:
     rembg_model_file: str = "models/u2net.onnx"  # relative to the repository root, copied into the prepare image
     alarm_email: str = ""
     review_link_hours: int = 72
+    packshot_preset: str = "white-square"
+    packshot_size: int = 2000  # the square packshot's side in pixels
+    default_jobs: str = "packshot"  # for SKUs whose product.json names no jobs
 
     def __post_init__(self) -> None:
         problems = []
@@ -51,6 +57,15 @@ class DeployConfig:
             problems.append(f"maxInstances {self.max_instances}: from 1 to 20")
         if not 1 <= self.review_link_hours <= 720:
             problems.append(f"reviewLinkHours {self.review_link_hours}: from 1 to 720")
+        if self.packshot_preset not in PACKSHOT_PRESETS:
+            problems.append(f"packshotPreset {self.packshot_preset!r}: one of {', '.join(PACKSHOT_PRESETS)}")
+        if self.packshot_size not in PACKSHOT_SIZES:
+            problems.append(
+                f"packshotSize {self.packshot_size}: from {PACKSHOT_SIZES[0]} to {PACKSHOT_SIZES[-1]} pixels"
+            )
+        unknown_jobs = [job for job in self.default_jobs.split(",") if job.strip() not in JOB_KINDS]
+        if unknown_jobs:
+            problems.append(f"defaultJobs {self.default_jobs!r}: comma-separated, from {', '.join(JOB_KINDS)}")
         if problems:
             raise ValueError("invalid deployment context: " + "; ".join(problems))
 
@@ -76,4 +91,7 @@ class DeployConfig:
             rembg_model_file=str(get("rembgModelFile", cls.rembg_model_file)),
             alarm_email=str(get("alarmEmail", cls.alarm_email)),
             review_link_hours=int(get("reviewLinkHours", cls.review_link_hours)),
+            packshot_preset=str(get("packshotPreset", cls.packshot_preset)),
+            packshot_size=int(get("packshotSize", cls.packshot_size)),
+            default_jobs=str(get("defaultJobs", cls.default_jobs)),
         )

@@ -16,6 +16,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
@@ -24,7 +25,7 @@ from constructs import Construct
 
 from .config import DeployConfig
 from .lambdas import IMAGE_EXCLUDES, REPO_ROOT, image_function, light_code
-from .storage import ASYNC_FAILURE_PREFIX, ASYNC_OUTPUT_PREFIX, WORK_PREFIXES, Storage
+from .storage import ASYNC_FAILURE_PREFIX, ASYNC_OUTPUT_PREFIX, BRANDS_PREFIX, WORK_PREFIXES, Storage
 
 VARIANT = "AllTraffic"
 REQUEST_TTL = Duration.hours(2)  # queued requests wait this long for capacity (cold start from zero included)
@@ -41,14 +42,28 @@ BACKLOG_PER_INSTANCE_TARGET = 2.0
 class GpuEndpoint(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, storage: Storage, config: DeployConfig) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
-        work = storage.work
+        self._stack = Stack.of(self)
+        self._work = storage.work
         self.key = kms.Key(self, "Key", enable_key_rotation=True, description="GPU job tokens, topics, async I/O")
         self.success_topic = sns.Topic(self, "JobSucceeded", master_key=self.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "JobFailed", master_key=self.key, enforce_ssl=True)
+        image = self._build_image()
+        self.model_role = self._build_model_role(image, storage)
+        model = self._build_model(image, config)
+        self.endpoint = self._build_endpoint(model, config)
+        self.endpoint_name = self.endpoint.attr_endpoint_name
+        self._build_scaling(config)
+        self.jobs = self._build_job_store()
+        environment = self._function_environment()
+        self.submit = self._build_submit(environment)
+        self.outcome = self._build_outcome(environment)
+        self.reconcile = self._build_reconcile(environment)
+        self._grant_settling(self.outcome, self.reconcile)
 
-        # 1. The model: the gpu_jobs container, weights from the artefact (or baked into the image).
-        image = ecr_assets.DockerImageAsset(
+    # 1. The model: the gpu_jobs container, weights from the artefact (or baked into the image).
+
+    def _build_image(self) -> ecr_assets.DockerImageAsset:
+        return ecr_assets.DockerImageAsset(
             self,
             "Image",
             directory=str(REPO_ROOT),
@@ -56,35 +71,49 @@ class GpuEndpoint(Construct):
             exclude=IMAGE_EXCLUDES,
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
-        self.model_role = iam.Role(
+
+    def _build_model_role(self, image: ecr_assets.DockerImageAsset, storage: Storage) -> iam.Role:
+        role = iam.Role(
             self,
             "ModelRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="The GPU jobs container: its inputs and outputs in the work bucket, its topics, its logs",
         )
-        image.repository.grant_pull(self.model_role)
-        work.grant_read(self.model_role, f"{WORK_PREFIXES['requests']}*")
-        work.grant_read(self.model_role, f"{WORK_PREFIXES['prepared']}*")
-        work.grant_read(self.model_role, f"{WORK_PREFIXES['outputs']}*")
-        work.grant_put(self.model_role, f"{WORK_PREFIXES['outputs']}*")
-        work.grant_put(self.model_role, f"{ASYNC_OUTPUT_PREFIX}*")
-        work.grant_put(self.model_role, f"{ASYNC_FAILURE_PREFIX}*")
-        self.success_topic.grant_publish(self.model_role)
-        self.error_topic.grant_publish(self.model_role)
-        self.key.grant_encrypt_decrypt(self.model_role)
-        self.model_role.add_to_policy(
+        image.repository.grant_pull(role)
+        work = self._work
+        work.grant_read(role, f"{WORK_PREFIXES['requests']}*")
+        work.grant_read(role, f"{WORK_PREFIXES['prepared']}*")
+        work.grant_read(role, f"{WORK_PREFIXES['outputs']}*")
+        work.grant_put(role, f"{WORK_PREFIXES['outputs']}*")
+        work.grant_put(role, f"{ASYNC_OUTPUT_PREFIX}*")
+        work.grant_put(role, f"{ASYNC_FAILURE_PREFIX}*")
+        # The brand's LoRA adapters and model photos its jobs load (read-only: the ML owner curates them).
+        storage.brands.grant_read(role, f"{BRANDS_PREFIX}*")
+        self.success_topic.grant_publish(role)
+        self.error_topic.grant_publish(role)
+        self.key.grant_encrypt_decrypt(role)
+        self._allow_logs_and_metrics(role)
+        return role
+
+    def _allow_logs_and_metrics(self, role: iam.Role) -> None:
+        """The container's logs and metrics, under SageMaker's own log groups and namespaces only."""
+        role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[stack.format_arn(service="logs", resource="log-group", resource_name="/aws/sagemaker/*")],
+                resources=[
+                    self._stack.format_arn(service="logs", resource="log-group", resource_name="/aws/sagemaker/*")
+                ],
             )
         )
-        self.model_role.add_to_policy(
+        role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],
                 conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
             )
         )
+
+    def _build_model(self, image: ecr_assets.DockerImageAsset, config: DeployConfig) -> sagemaker.CfnModel:
         container: dict[str, object] = {
             "image": image.image_uri,
             "environment": {"GPU_JOBS_COMMERCIAL": "true" if config.commercial else "false"},
@@ -93,7 +122,9 @@ class GpuEndpoint(Construct):
             container["model_data_url"] = config.model_artefact_s3_uri
             bucket, _, key = config.model_artefact_s3_uri.removeprefix("s3://").partition("/")
             self.model_role.add_to_policy(
-                iam.PolicyStatement(actions=["s3:GetObject"], resources=[f"arn:{stack.partition}:s3:::{bucket}/{key}"])
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[f"arn:{self._stack.partition}:s3:::{bucket}/{key}"]
+                )
             )
         model = sagemaker.CfnModel(
             self,
@@ -102,8 +133,12 @@ class GpuEndpoint(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(**container),  # type: ignore[arg-type]
         )
         model.node.add_dependency(self.model_role)
+        return model
 
-        # 2. Async endpoint config and endpoint.
+    # 2. Async endpoint config and endpoint.
+
+    def _build_endpoint(self, model: sagemaker.CfnModel, config: DeployConfig) -> sagemaker.CfnEndpoint:
+        work = self._work
         endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
@@ -132,17 +167,21 @@ class GpuEndpoint(Construct):
                 ),
             ),
         )
-        # A fixed lower-case name: IAM matches endpoint ARNs in lower case, so the submit policy can name it.
-        endpoint_name = f"{stack.stack_name.lower()}-gpu-jobs"[:63]
-        self.endpoint = sagemaker.CfnEndpoint(
+        return sagemaker.CfnEndpoint(
             self,
             "Endpoint",
-            endpoint_name=endpoint_name,
+            endpoint_name=self._fixed_endpoint_name,
             endpoint_config_name=endpoint_config.attr_endpoint_config_name,
         )
-        self.endpoint_name = self.endpoint.attr_endpoint_name
 
-        # 3. Scale 0..N on the backlog; wake from zero on HasBacklogWithoutCapacity.
+    @property
+    def _fixed_endpoint_name(self) -> str:
+        """A fixed lower-case name: IAM matches endpoint ARNs in lower case, so the submit policy can name it."""
+        return f"{self._stack.stack_name.lower()}-gpu-jobs"[:63]
+
+    # 3. Scale 0..N on the backlog; wake from zero on HasBacklogWithoutCapacity.
+
+    def _build_scaling(self, config: DeployConfig) -> None:
         scaling = appscaling.ScalableTarget(
             self,
             "Scaling",
@@ -153,29 +192,16 @@ class GpuEndpoint(Construct):
             max_capacity=config.max_instances,
         )
         scaling.node.add_dependency(self.endpoint)
-        dimensions = {"EndpointName": self.endpoint_name}
         scaling.scale_to_track_metric(
             "BacklogPerInstance",
             target_value=BACKLOG_PER_INSTANCE_TARGET,
-            custom_metric=cloudwatch.Metric(
-                namespace="AWS/SageMaker",
-                metric_name="ApproximateBacklogSizePerInstance",
-                dimensions_map=dimensions,
-                statistic="Average",
-                period=Duration.minutes(1),
-            ),
+            custom_metric=self._endpoint_metric("ApproximateBacklogSizePerInstance"),
             scale_in_cooldown=Duration.minutes(10),
             scale_out_cooldown=Duration.minutes(2),
         )
         scaling.scale_on_metric(
             "WakeFromZero",
-            metric=cloudwatch.Metric(
-                namespace="AWS/SageMaker",
-                metric_name="HasBacklogWithoutCapacity",
-                dimensions_map=dimensions,
-                statistic="Average",
-                period=Duration.minutes(1),
-            ),
+            metric=self._endpoint_metric("HasBacklogWithoutCapacity"),
             scaling_steps=[
                 appscaling.ScalingInterval(upper=0.5, change=0),
                 appscaling.ScalingInterval(lower=0.5, change=1),
@@ -185,8 +211,20 @@ class GpuEndpoint(Construct):
             evaluation_periods=1,
         )
 
-        # 4. The job store: one item per attempt, holding the task token (hence the customer-managed key).
-        self.jobs = dynamodb.Table(
+    def _endpoint_metric(self, metric_name: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/SageMaker",
+            metric_name=metric_name,
+            dimensions_map={"EndpointName": self.endpoint_name},
+            statistic="Average",
+            period=Duration.minutes(1),
+        )
+
+    # 4. The job store and the three functions that drive the endpoint.
+
+    def _build_job_store(self) -> dynamodb.Table:
+        # One item per attempt, holding the task token (hence the customer-managed key).
+        return dynamodb.Table(
             self,
             "Jobs",
             partition_key=dynamodb.Attribute(name="job_id", type=dynamodb.AttributeType.STRING),
@@ -199,40 +237,55 @@ class GpuEndpoint(Construct):
             time_to_live_attribute="expires_at",
             removal_policy=RemovalPolicy.DESTROY,
         )
-        environment = {
+
+    def _function_environment(self) -> dict[str, str]:
+        """The same settings for submit, outcome and reconcile (GpuJobSettings)."""
+        return {
             "JOBS_TABLE_NAME": self.jobs.table_name,
-            "WORK_BUCKET": work.bucket_name,
+            "WORK_BUCKET": self._work.bucket_name,
             "ENDPOINT_NAME": self.endpoint_name,
             "REQUEST_TTL_SECONDS": str(int(REQUEST_TTL.to_seconds())),
             "INVOCATION_TIMEOUT_SECONDS": str(int(INVOCATION_TIMEOUT.to_seconds())),
             "RECONCILE_GRACE_SECONDS": str(int(RECONCILE_GRACE.to_seconds())),
         }
-        self.submit = image_function(
+
+    def _build_submit(self, environment: dict[str, str]) -> lambda_.DockerImageFunction:
+        submit = image_function(
             self,
             "Submit",
             light_code("functions.handlers.submit_gpu_job.lambda_handler"),
             description="Writes the GPU job request to S3, InvokeEndpointAsync, stores the task token",
             environment=environment,
         )
-        self.jobs.grant(self.submit, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
-        self.key.grant_encrypt_decrypt(self.submit)
-        work.grant_put(self.submit, f"{WORK_PREFIXES['requests']}*")
-        self.submit.add_to_role_policy(
+        self.jobs.grant(submit, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
+        self.key.grant_encrypt_decrypt(submit)
+        self._work.grant_put(submit, f"{WORK_PREFIXES['requests']}*")
+        submit.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:InvokeEndpointAsync"],
-                resources=[stack.format_arn(service="sagemaker", resource="endpoint", resource_name=endpoint_name)],
+                resources=[
+                    self._stack.format_arn(
+                        service="sagemaker", resource="endpoint", resource_name=self._fixed_endpoint_name
+                    )
+                ],
             )
         )
-        self.outcome = image_function(
+        return submit
+
+    def _build_outcome(self, environment: dict[str, str]) -> lambda_.DockerImageFunction:
+        outcome = image_function(
             self,
             "Outcome",
             light_code("functions.handlers.gpu_job_outcome.lambda_handler"),
             description="SageMaker async SNS notifications -> SendTaskSuccess / SendTaskFailure",
             environment=environment,
         )
-        self.outcome.add_event_source(sources.SnsEventSource(self.success_topic))
-        self.outcome.add_event_source(sources.SnsEventSource(self.error_topic))
-        self.reconcile = image_function(
+        outcome.add_event_source(sources.SnsEventSource(self.success_topic))
+        outcome.add_event_source(sources.SnsEventSource(self.error_topic))
+        return outcome
+
+    def _build_reconcile(self, environment: dict[str, str]) -> lambda_.DockerImageFunction:
+        reconcile = image_function(
             self,
             "Reconcile",
             light_code("functions.handlers.reconcile_gpu_jobs.lambda_handler"),
@@ -244,13 +297,17 @@ class GpuEndpoint(Construct):
             self,
             "ReconcileSchedule",
             schedule=events.Schedule.rate(RECONCILE_EVERY),
-            targets=[targets.LambdaFunction(self.reconcile)],
+            targets=[targets.LambdaFunction(reconcile)],
         )
-        for function in (self.outcome, self.reconcile):
+        return reconcile
+
+    def _grant_settling(self, *functions: lambda_.IFunction) -> None:
+        """The outcome handler and the reconciler read the async results and settle the job's item."""
+        for function in functions:
             self.jobs.grant(function, "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan")
             self.key.grant_encrypt_decrypt(function)
-            work.grant_read(function, f"{ASYNC_OUTPUT_PREFIX}*")
-            work.grant_read(function, f"{ASYNC_FAILURE_PREFIX}*")
+            self._work.grant_read(function, f"{ASYNC_OUTPUT_PREFIX}*")
+            self._work.grant_read(function, f"{ASYNC_FAILURE_PREFIX}*")
 
     def allow_resume(self, state_machine: sfn.IStateMachine) -> None:
         """The outcome handler and the reconciler resume (or fail) the waiting task."""

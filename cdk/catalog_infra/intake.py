@@ -2,6 +2,7 @@
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
@@ -21,14 +22,27 @@ class Intake(Construct):
         self, scope: Construct, construct_id: str, *, storage: Storage, state_machine: sfn.IStateMachine
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dlq = sqs.Queue(
+        self.dlq = self._build_dead_letters()
+        self.queue = self._build_queue()
+        storage.intake.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.SqsDestination(self.queue),
+            s3.NotificationKeyFilter(prefix=INTAKE_PREFIX),
+        )
+        self.ledger = self._build_ledger()
+        self.function = self._build_ingest(state_machine)
+
+    def _build_dead_letters(self) -> sqs.Queue:
+        return sqs.Queue(
             self,
             "DeadLetters",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
-        self.queue = sqs.Queue(
+
+    def _build_queue(self) -> sqs.Queue:
+        return sqs.Queue(
             self,
             "Events",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
@@ -38,12 +52,10 @@ class Intake(Construct):
             retention_period=Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT),
         )
-        storage.intake.add_event_notification(
-            s3.EventType.OBJECT_CREATED,
-            s3n.SqsDestination(self.queue),
-            s3.NotificationKeyFilter(prefix=INTAKE_PREFIX),
-        )
-        self.ledger = dynamodb.Table(
+
+    def _build_ledger(self) -> dynamodb.Table:
+        """One item per object version: the claim that makes intake idempotent."""
+        return dynamodb.Table(
             self,
             "Ledger",
             partition_key=dynamodb.Attribute(name="object_version", type=dynamodb.AttributeType.STRING),
@@ -53,7 +65,9 @@ class Intake(Construct):
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.function = image_function(
+
+    def _build_ingest(self, state_machine: sfn.IStateMachine) -> lambda_.DockerImageFunction:
+        function = image_function(
             self,
             "Ingest",
             light_code("functions.handlers.ingest.lambda_handler"),
@@ -66,9 +80,9 @@ class Intake(Construct):
             timeout=INGEST_TIMEOUT,
             memory_size=256,
         )
-        self.ledger.grant(self.function, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
-        state_machine.grant_start_execution(self.function)
-        self.function.add_event_source(
+        self.ledger.grant(function, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
+        state_machine.grant_start_execution(function)
+        function.add_event_source(
             sources.SqsEventSource(
                 self.queue,
                 batch_size=10,
@@ -78,3 +92,4 @@ class Intake(Construct):
                 max_concurrency=5,
             )
         )
+        return function

@@ -29,6 +29,7 @@ IMAGE_EXCLUDES = [
     ".pytest_cache",
     ".hypothesis",
     "tests",
+    "cdk",
     "bench",
     "out",
     "examples",

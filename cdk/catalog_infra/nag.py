@@ -5,14 +5,21 @@
 from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 from constructs import IConstruct
 
+from .storage import BRANDS_PREFIX
+
 X_RAY = "X-Ray's PutTraceSegments/PutTelemetryRecords accept no resource but '*' (active tracing)."
 S3_READ_SET = (
     "CDK's S3 read grant (s3:GetObject*, GetBucket*, List*) and put grant (s3:Abort* for multipart uploads), "
     "limited to one key prefix of one bucket."
 )
 S3_PREFIX = "One key prefix of one bucket: the narrowest scope S3 offers for objects that are created at run time."
+BRAND_STORE = (
+    "Read-only on the brand store (`brands/` of the brands bucket): the profile, adapters and model photos are "
+    "named by the brand at run time and curated by the brand's ML owner."
+)
 KMS_SET = "kms:GenerateDataKey*/ReEncrypt* from CDK's encrypt/decrypt grant, on one customer-managed key of this stack."
 SAGEMAKER_LOGS = "SageMaker creates the endpoint's log groups under /aws/sagemaker/ at run time; limited to that path."
+SAGEMAKER_LOG_GROUPS = "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group//aws/sagemaker/*"
 LAMBDA_VERSIONS = "Step Functions may invoke the task function's versions and aliases (`<function arn>:*`), no other."
 
 
@@ -47,79 +54,91 @@ def _iam5_for_roles(stack: Stack) -> dict[str, str]:
     return findings
 
 
+def _brand_store_reader(stack: Stack) -> dict[str, str]:
+    """Only the roles that read the brand store (BRAND_STORE_READERS) are acknowledged for it."""
+    brands = _arn(stack, _find(stack, "Storage/Brands"))
+    return {f"AwsSolutions-IAM5[Resource::{brands}/{BRANDS_PREFIX}*]": BRAND_STORE}
+
+
+# Findings about one construct that hold whatever the stack's names are.
+SIGNING_KEYS_FINDINGS = {
+    "AwsSolutions-SMG4": (
+        "Review link keys are rotated by their owner, not on a schedule: a new key becomes `active` while the "
+        "old one stays listed until the links it signed expire (functions/review/signing.py). A scheduled "
+        "rotation that dropped a key would break links already emailed."
+    )
+}
+REVIEW_API_FINDINGS = {
+    "AwsSolutions-APIG2": (
+        "The routes take a path, a signed query string and a small form; the function validates all of them "
+        "(and the link signature) before it reads anything, so a request model would only duplicate that."
+    ),
+    "AwsSolutions-APIG3": (
+        "No WAF web ACL by default (a fixed monthly cost for a low-traffic page): every route verifies an "
+        "HMAC link signature and expiry first, decisions need a CSRF token, and the stage throttles at 20 "
+        "requests/s. Attach a web ACL to the stage where the organisation requires one."
+    ),
+    "AwsSolutions-APIG4": (
+        "Reviewers are email recipients without accounts: the signed, expiring link authorises each request, "
+        "checked in the function for every route."
+    ),
+    "AwsSolutions-COG4": "As APIG4: no Cognito user pool; the HMAC-signed link authorises each request.",
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+    "AmazonAPIGatewayPushToCloudWatchLogs]": (
+        "API Gateway's account-level logging role uses the managed policy AWS documents for it."
+    ),
+}
+NOTIFICATIONS_HANDLER_FINDINGS = {
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]": (
+        "CDK's own S3 bucket-notification custom resource; it runs once per deployment. Every function of "
+        "ours has its own role and log group instead."
+    ),
+    "AwsSolutions-IAM5[Resource::*]": (
+        "CDK's bucket-notification custom resource calls s3:PutBucketNotification, granted on '*' by CDK."
+    ),
+}
+MODEL_ROLE_FINDINGS = {
+    "AwsSolutions-IAM5[Resource::*]": (
+        "ecr:GetAuthorizationToken and cloudwatch:PutMetricData accept only '*'; the metric namespace is "
+        "limited to SageMaker's by condition."
+    ),
+    f"AwsSolutions-IAM5[Resource::{SAGEMAKER_LOG_GROUPS}]": SAGEMAKER_LOGS,
+}
+LAMBDA_FUNCTIONS = {
+    "Intake": ("Ingest",),
+    "Gpu": ("Submit", "Outcome", "Reconcile"),
+    "Review": ("Notify", "Page", "Sweep"),
+    "Workflow": ("Prepare", "Checks", "Publish"),
+}
+TASK_FUNCTIONS = ("Gpu/Submit", "Review/Notify", "Workflow/Prepare", "Workflow/Checks", "Workflow/Publish")
+BRAND_STORE_READERS = ("Workflow/PrepareRole", "Gpu/ModelRole")
+
+
 def acknowledgements(stack: Stack) -> dict[str, dict[str, str]]:
     """Construct path (relative to the stack) -> {finding id: reason}."""
     role_findings = _iam5_for_roles(stack)
-    lambda_roles = [
-        f"{construct}/{name}Role"
-        for construct, names in {
-            "Intake": ("Ingest",),
-            "Gpu": ("Submit", "Outcome", "Reconcile"),
-            "Review": ("Notify", "Page", "Sweep"),
-            "Workflow": ("Prepare", "Checks", "Publish"),
-        }.items()
+    found: dict[str, dict[str, str]] = {
+        f"{construct}/{name}Role": dict(role_findings)
+        for construct, names in LAMBDA_FUNCTIONS.items()
         for name in names
-    ]
-    task_functions = ("Gpu/Submit", "Review/Notify", "Workflow/Prepare", "Workflow/Checks", "Workflow/Publish")
-    sagemaker_logs = "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group//aws/sagemaker/*"
+    }
+    found["Gpu/ModelRole"] = {**role_findings, **MODEL_ROLE_FINDINGS}
+    for reader in BRAND_STORE_READERS:
+        found[reader].update(_brand_store_reader(stack))
+    found["Workflow/PerImage/Role"] = {
+        "AwsSolutions-IAM5[Resource::*]": X_RAY,
+        **{
+            f"AwsSolutions-IAM5[Resource::{_arn(stack, _find(stack, path))}:*]": LAMBDA_VERSIONS
+            for path in TASK_FUNCTIONS
+        },
+    }
+    found["Review/SigningKeys"] = SIGNING_KEYS_FINDINGS
+    found["Review/Api"] = REVIEW_API_FINDINGS
     notifications_handler = next(
         child.node.id for child in stack.node.children if child.node.id.startswith("BucketNotificationsHandler")
     )
-    return {
-        **{role: role_findings for role in lambda_roles},
-        "Gpu/ModelRole": {
-            **role_findings,
-            "AwsSolutions-IAM5[Resource::*]": (
-                "ecr:GetAuthorizationToken and cloudwatch:PutMetricData accept only '*'; the metric namespace is "
-                "limited to SageMaker's by condition."
-            ),
-            f"AwsSolutions-IAM5[Resource::{sagemaker_logs}]": SAGEMAKER_LOGS,
-        },
-        "Workflow/PerImage/Role": {
-            "AwsSolutions-IAM5[Resource::*]": X_RAY,
-            **{
-                f"AwsSolutions-IAM5[Resource::{_arn(stack, _find(stack, path))}:*]": LAMBDA_VERSIONS
-                for path in task_functions
-            },
-        },
-        "Review/SigningKeys": {
-            "AwsSolutions-SMG4": (
-                "Review link keys are rotated by their owner, not on a schedule: a new key becomes `active` while the "
-                "old one stays listed until the links it signed expire (functions/review/signing.py). A scheduled "
-                "rotation that dropped a key would break links already emailed."
-            )
-        },
-        "Review/Api": {
-            "AwsSolutions-APIG2": (
-                "The routes take a path, a signed query string and a small form; the function validates all of them "
-                "(and the link signature) before it reads anything, so a request model would only duplicate that."
-            ),
-            "AwsSolutions-APIG3": (
-                "No WAF web ACL by default (a fixed monthly cost for a low-traffic page): every route verifies an "
-                "HMAC link signature and expiry first, decisions need a CSRF token, and the stage throttles at 20 "
-                "requests/s. Attach a web ACL to the stage where the organisation requires one."
-            ),
-            "AwsSolutions-APIG4": (
-                "Reviewers are email recipients without accounts: the signed, expiring link authorises each request, "
-                "checked in the function for every route."
-            ),
-            "AwsSolutions-COG4": "As APIG4: no Cognito user pool; the HMAC-signed link authorises each request.",
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AmazonAPIGatewayPushToCloudWatchLogs]": (
-                "API Gateway's account-level logging role uses the managed policy AWS documents for it."
-            ),
-        },
-        notifications_handler: {
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSLambdaBasicExecutionRole]": (
-                "CDK's own S3 bucket-notification custom resource; it runs once per deployment. Every function of "
-                "ours has its own role and log group instead."
-            ),
-            "AwsSolutions-IAM5[Resource::*]": (
-                "CDK's bucket-notification custom resource calls s3:PutBucketNotification, granted on '*' by CDK."
-            ),
-        },
-    }
+    found[notifications_handler] = NOTIFICATIONS_HANDLER_FINDINGS
+    return found
 
 
 def acknowledge_findings(stack: Stack) -> None:

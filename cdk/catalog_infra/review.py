@@ -10,6 +10,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ses as ses
@@ -26,15 +27,30 @@ STAGE = "review"
 # arrives over minutes) into a few emails instead of one per image. One function for both keeps a single writer
 # of reminders and batches; every step is a conditional write, so an overlapping run changes nothing twice.
 SCHEDULE_EVERY = Duration.minutes(5)
+REMIND_BEFORE = Duration.hours(24)  # a batch still undecided this long before its link expires gets one reminder
+IMAGE_URL_LIFETIME = Duration.minutes(5)  # presigned image URLs on the page; emails use long-lived signed routes
 
 
 class Review(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, storage: Storage, config: DeployConfig) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
+        self._stack = Stack.of(self)
         self.link_ttl = Duration.hours(config.review_link_hours)
         self.key = kms.Key(self, "Key", enable_key_rotation=True, description="Review batches and their task tokens")
-        self.table = dynamodb.Table(
+        self.table = self._build_table()
+        self.keys_secret = self._build_signing_keys()
+        self.identity = ses.EmailIdentity(self, "Sender", identity=ses.Identity.email(config.sender_email))
+        self.api = self._build_api()
+        environment = self._function_environment(config)
+        self.notify = self._build_notify(environment)
+        self.page = self._build_page(environment)
+        self.sweep = self._build_sweep(environment)
+        self._grant_review_store(self.notify, self.page, self.sweep)
+        self._grant_sending(self.sweep, config)
+        self._grant_image_reads(self.page, storage)
+
+    def _build_table(self) -> dynamodb.Table:
+        return dynamodb.Table(
             self,
             "Reviews",
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
@@ -47,9 +63,11 @@ class Review(Construct):
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
+
+    def _build_signing_keys(self) -> secretsmanager.Secret:
         # The link-signing key document. Secrets Manager generates a random value; the README gives the one command
         # that writes it in the `{"active", "keys"}` form functions.review.signing reads.
-        self.keys_secret = secretsmanager.Secret(
+        return secretsmanager.Secret(
             self,
             "SigningKeys",
             description="Review link signing keys: {'active': kid, 'keys': {kid: base64}}",
@@ -61,14 +79,12 @@ class Review(Construct):
                 password_length=64,
             ),
         )
-        self.identity = ses.EmailIdentity(self, "Sender", identity=ses.Identity.email(config.sender_email))
 
-        # The API's own URL, built from the RestApi id and a fixed stage name (not api.url: the stage depends on
-        # the methods, which depend on the function whose environment needs the URL).
+    def _build_api(self) -> apigw.RestApi:
         access_logs = logs.LogGroup(
             self, "ApiAccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
         )
-        self.api = apigw.RestApi(
+        return apigw.RestApi(
             self,
             "Api",
             description="Review pages and decisions (signed links)",
@@ -95,29 +111,47 @@ class Review(Construct):
                 throttling_burst_limit=40,
             ),
         )
+
+    def _function_environment(self, config: DeployConfig) -> dict[str, str]:
+        """The same settings for notify, page and sweep (ReviewSettings)."""
+        # The API's own URL, built from the RestApi id and a fixed stage name (not api.url: the stage depends on
+        # the methods, which depend on the function whose environment needs the URL).
+        stack = self._stack
         base_url = f"https://{self.api.rest_api_id}.execute-api.{stack.region}.{stack.url_suffix}/{STAGE}"
-        environment = {
+        return {
             "REVIEW_TABLE_NAME": self.table.table_name,
             "REVIEW_KEYS_SECRET_ID": self.keys_secret.secret_arn,
             "REVIEW_SENDER": config.sender_email,
             "REVIEW_BASE_URL": base_url,
             "REVIEW_LINK_TTL_SECONDS": str(int(self.link_ttl.to_seconds())),
+            "REVIEW_REMIND_BEFORE_SECONDS": str(int(REMIND_BEFORE.to_seconds())),
+            "REVIEW_IMAGE_URL_SECONDS": str(int(IMAGE_URL_LIFETIME.to_seconds())),
         }
-        self.notify = image_function(
+
+    def _build_notify(self, environment: dict[str, str]) -> lambda_.DockerImageFunction:
+        return image_function(
             self,
             "Notify",
             light_code("functions.handlers.review_notify.lambda_handler"),
             description="Review .waitForTaskToken task: stores the image's review and its token for the next digest",
             environment=environment,
         )
-        self.page = image_function(
+
+    def _build_page(self, environment: dict[str, str]) -> lambda_.DockerImageFunction:
+        page = image_function(
             self,
             "Page",
             light_code("functions.handlers.review_api.lambda_handler"),
             description="Review page (GET, read-only) and decisions (signed, single-use POST)",
             environment=environment,
         )
-        self.sweep = image_function(
+        integration = apigw.LambdaIntegration(page)
+        for path in ("review", "review-static"):
+            self.api.root.add_resource(path).add_proxy(default_integration=integration, any_method=True)
+        return page
+
+    def _build_sweep(self, environment: dict[str, str]) -> lambda_.DockerImageFunction:
+        sweep = image_function(
             self,
             "Sweep",
             light_code("functions.handlers.review_schedule.lambda_handler"),
@@ -130,12 +164,12 @@ class Review(Construct):
             self,
             "SweepSchedule",
             schedule=events.Schedule.rate(SCHEDULE_EVERY),
-            targets=[targets.LambdaFunction(self.sweep)],
+            targets=[targets.LambdaFunction(sweep)],
         )
-        integration = apigw.LambdaIntegration(self.page)
-        for path in ("review", "review-static"):
-            self.api.root.add_resource(path).add_proxy(default_integration=integration, any_method=True)
+        return sweep
 
+    def _grant_review_store(self, *functions: lambda_.IFunction) -> None:
+        """Every review function reads and writes the review table and reads the signing keys."""
         table_actions = [
             "dynamodb:GetItem",
             "dynamodb:PutItem",
@@ -143,22 +177,29 @@ class Review(Construct):
             "dynamodb:Query",
             "dynamodb:ConditionCheckItem",
         ]
-        for function in (self.notify, self.page, self.sweep):
+        for function in functions:
             self.table.grant(function, *table_actions)
             self.keys_secret.grant_read(function)
             self.key.grant_encrypt_decrypt(function)
-        self.table.grant(self.sweep, "dynamodb:Scan")
-        # Only the digest/sweep emails (notify stores, it sends nothing).
-        self.sweep.add_to_role_policy(
+
+    def _grant_sending(self, sweep: lambda_.IFunction, config: DeployConfig) -> None:
+        """Only the digest/sweep emails (notify stores, it sends nothing); it scans for batches that are due."""
+        self.table.grant(sweep, "dynamodb:Scan")
+        sweep.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["ses:SendRawEmail"],
-                resources=[stack.format_arn(service="ses", resource="identity", resource_name=config.sender_email)],
+                resources=[
+                    self._stack.format_arn(service="ses", resource="identity", resource_name=config.sender_email)
+                ],
             )
         )
+
+    @staticmethod
+    def _grant_image_reads(page: lambda_.IFunction, storage: Storage) -> None:
         # Presigned image URLs are signed with the page function's own credentials; the emails' thumbnails are its
         # signed image route, so no other review function reads the images.
-        storage.work.grant_read(self.page, f"{WORK_PREFIXES['prepared']}*")
-        storage.work.grant_read(self.page, f"{WORK_PREFIXES['outputs']}*")
+        storage.work.grant_read(page, f"{WORK_PREFIXES['prepared']}*")
+        storage.work.grant_read(page, f"{WORK_PREFIXES['outputs']}*")
 
     def allow_resume(self, state_machine: sfn.IStateMachine) -> None:
         """Deciding the last item (page) or expiring a batch (sweep) resumes or fails the waiting task."""

@@ -37,6 +37,11 @@ class CatalogStack(Stack):
             endpoint_name=self.gpu.endpoint_name,
             alarm_email=config.alarm_email,
         )
+        self._add_outputs(config)
+        acknowledge_findings(self)
+
+    def _add_outputs(self, config: DeployConfig) -> None:
+        """What an operator needs after a deploy: where to upload, where results land, what to watch."""
         CfnOutput(
             self,
             "IntakeBucket",
@@ -44,7 +49,13 @@ class CatalogStack(Stack):
             description=f"Upload to incoming/{config.brand}/<sku>/",
         )
         CfnOutput(self, "OutputBucket", value=self.storage.output.bucket_name)
-        CfnOutput(self, "StateMachineArn", value=state_machine.state_machine_arn)
+        CfnOutput(
+            self,
+            "BrandsUri",
+            value=self.storage.brands_uri,
+            description="Brand store (ML owner): put <brand>/profile.json here, with the adapters and model photos "
+            "it points at; prepare reads the profile of the brand in incoming/<brand>/<sku>/",
+        )
+        CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
         CfnOutput(self, "ReviewSigningKeysSecret", value=self.review.keys_secret.secret_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
-        acknowledge_findings(self)

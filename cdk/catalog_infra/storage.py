@@ -1,4 +1,5 @@
-"""Buckets: intake (originals, write-once), work (intermediates, expiring), output (published), access logs.
+"""Buckets: intake (originals, write-once), work (intermediates, expiring), output (published), brands (the brand
+store), access logs.
 
 Every bucket is versioned, encrypted, private and TLS-only. Only the intake bucket notifies intake, and only for
 its `incoming/` prefix; derived files live in the work and output buckets, so no output can re-trigger intake.
@@ -17,13 +18,15 @@ ASYNC_OUTPUT_PREFIX = "gpu/results/"
 ASYNC_FAILURE_PREFIX = "gpu/failures/"
 APPROVED_PREFIX = "approved/"
 FEEDBACK_PREFIX = "feedback/"
+# The brand store: `brands/<brand>/profile.json` and the adapters and model photos a profile points at.
+BRANDS_PREFIX = "brands/"
 INTERMEDIATE_DAYS = 30
 
 
 class Storage(Construct):
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
-        common: dict[str, Any] = {
+        self._common: dict[str, Any] = {
             "encryption": s3.BucketEncryption.S3_MANAGED,
             "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
             "enforce_ssl": True,
@@ -31,41 +34,56 @@ class Storage(Construct):
             "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             "removal_policy": RemovalPolicy.RETAIN,
         }
-        self.access_logs = s3.Bucket(
+        self.access_logs = self._build_access_logs()
+        self.intake = self._build_intake()
+        self.work = self._build_work()
+        self.output = self._build_output()
+        self.brands = self._build_brands()
+
+    def _logged_bucket(self, construct_id: str, log_prefix: str, lifecycle_rules: list[s3.LifecycleRule]) -> s3.Bucket:
+        """A bucket with the common settings whose server access logs go to the access-log bucket."""
+        return s3.Bucket(
+            self,
+            construct_id,
+            **self._common,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix=log_prefix,
+            lifecycle_rules=lifecycle_rules,
+        )
+
+    def _build_access_logs(self) -> s3.Bucket:
+        return s3.Bucket(
             self,
             "AccessLogs",
-            **common,
+            **self._common,
             lifecycle_rules=[
                 s3.LifecycleRule(expiration=Duration.days(365), noncurrent_version_expiration=Duration.days(30))
             ],
         )
-        self.intake = s3.Bucket(
-            self,
-            "Intake",
-            **common,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="intake/",
-            lifecycle_rules=[s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7))],
+
+    def _build_intake(self) -> s3.Bucket:
+        intake = self._logged_bucket(
+            "Intake", "intake/", [s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7))]
         )
         # Originals are write-once: a put under incoming/ must be conditional (If-None-Match: *), so an upload can
         # never replace an original; versioning keeps even a deliberate delete recoverable.
-        self.intake.add_to_resource_policy(
+        intake.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="OriginalsAreWriteOnce",
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:PutObject"],
-                resources=[self.intake.arn_for_objects(f"{INTAKE_PREFIX}*")],
+                resources=[intake.arn_for_objects(f"{INTAKE_PREFIX}*")],
                 conditions={"Null": {"s3:if-none-match": "true"}},
             )
         )
-        self.work = s3.Bucket(
-            self,
+        return intake
+
+    def _build_work(self) -> s3.Bucket:
+        return self._logged_bucket(
             "Work",
-            **common,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="work/",
-            lifecycle_rules=[
+            "work/",
+            [
                 s3.LifecycleRule(
                     id="IntermediatesExpire",
                     expiration=Duration.days(INTERMEDIATE_DAYS),
@@ -74,11 +92,21 @@ class Storage(Construct):
                 )
             ],
         )
-        self.output = s3.Bucket(
-            self,
-            "Output",
-            **common,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="output/",
-            lifecycle_rules=[s3.LifecycleRule(noncurrent_version_expiration=Duration.days(90))],
+
+    def _build_output(self) -> s3.Bucket:
+        return self._logged_bucket(
+            "Output", "output/", [s3.LifecycleRule(noncurrent_version_expiration=Duration.days(90))]
         )
+
+    def _build_brands(self) -> s3.Bucket:
+        # Curated by the brand's ML owner (profiles, LoRA adapters, model photos): nothing here expires, and an
+        # overwritten or deleted object stays recoverable as a noncurrent version. Only unfinished multipart uploads
+        # of large adapters are cleaned up.
+        return self._logged_bucket(
+            "Brands", "brands/", [s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7))]
+        )
+
+    @property
+    def brands_uri(self) -> str:
+        """`s3://<brands bucket>/brands/`: where prepare resolves `<brand>/profile.json`."""
+        return self.brands.s3_url_for_object(BRANDS_PREFIX)

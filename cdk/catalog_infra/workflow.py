@@ -6,6 +6,8 @@ Every task retries throttling and service errors with full jitter, has a timeout
 that carries the error and its cause.
 """
 
+from collections.abc import Mapping
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_lambda as lambda_
@@ -18,7 +20,7 @@ from .config import DeployConfig
 from .gpu_endpoint import SUBMIT_TASK_TIMEOUT, GpuEndpoint
 from .lambdas import IMAGE_EXCLUDES, REPO_ROOT, image_function, light_code
 from .review import Review
-from .storage import APPROVED_PREFIX, FEEDBACK_PREFIX, INTAKE_PREFIX, WORK_PREFIXES, Storage
+from .storage import APPROVED_PREFIX, BRANDS_PREFIX, FEEDBACK_PREFIX, INTAKE_PREFIX, WORK_PREFIXES, Storage
 
 TRANSIENT_ERRORS = [
     "Lambda.ServiceException",
@@ -32,6 +34,15 @@ REVIEW_EXPIRED = "ReviewExpired"  # functions.review.resume: the sweep expired t
 GPU_JOB_CONCURRENCY = 4  # per image; the endpoint's own backlog queues the rest
 PREPARE_TIMEOUT = Duration.minutes(5)
 EXECUTION_TIMEOUT = Duration.days(10)
+CATALOG_MODELS_DIR = "/opt/models"  # where functions/Dockerfile.prepare bakes the rembg model
+# Prepare's fixed choices, set explicitly so the deployed values show in the template (they are the runtime's and
+# the local CLI's defaults; make one a context value when a deployment needs another).
+PREPARE_FIXED = {
+    "PACKSHOT_FILL_RATIO": "0.85",
+    "PACKSHOT_FORMAT": "",  # empty: the preset's own (jpeg, or png for transparent)
+    "PACKSHOT_QUALITY": "92",
+    "MAX_MEGAPIXELS": "50",  # larger photos are refused with a per-file error
+}
 
 
 def _retry_transient(task: sfn.TaskStateBase) -> None:
@@ -43,6 +54,44 @@ def _retry_transient(task: sfn.TaskStateBase) -> None:
         max_delay=Duration.seconds(60),
         jitter_strategy=sfn.JitterType.FULL,
     )
+
+
+def lambda_task(
+    scope: Construct,
+    construct_id: str,
+    function: lambda_.IFunction,
+    *,
+    payload: sfn.TaskInput | None = None,
+    result_path: str | None,
+    timeout: Duration,
+    catch_to: sfn.IChainable | None,
+    wait_for_token: bool = False,
+    catch_first: Mapping[str, sfn.IChainable] | None = None,
+) -> tasks.LambdaInvoke:
+    """A Lambda task that retries transient Lambda errors and catches everything else (into `$.error`).
+
+    `catch_first` maps an error to its own handler, tried before the catch-all `catch_to`; a task inside a Map
+    passes `catch_to=None` and lets the Map catch. A plain task returns only the function's payload; a
+    `.waitForTaskToken` task returns what the resuming side sends.
+    """
+    task = tasks.LambdaInvoke(
+        scope,
+        construct_id,
+        lambda_function=function,
+        payload=payload,
+        # CDK refuses payload_response_only next to an explicit integration pattern.
+        integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN if wait_for_token else None,
+        payload_response_only=not wait_for_token,
+        retry_on_service_exceptions=False,  # _retry_transient does it, with jitter
+        result_path=result_path,
+        task_timeout=sfn.Timeout.duration(timeout),
+    )
+    _retry_transient(task)
+    for error, handler in (catch_first or {}).items():
+        task.add_catch(handler, errors=[error], result_path="$.error")
+    if catch_to is not None:
+        task.add_catch(catch_to, errors=["States.ALL"], result_path="$.error")
+    return task
 
 
 class Workflow(Construct):
@@ -57,8 +106,24 @@ class Workflow(Construct):
         config: DeployConfig,
     ) -> None:
         super().__init__(scope, construct_id)
-        # 1. The task functions this construct owns.
-        self.prepare_function = image_function(
+        self.prepare_function = self._build_prepare_function(storage, config)
+        self.checks_function = self._build_checks_function(storage)
+        self.publish_function = self._build_publish_function(storage)
+        self._failed = self._build_failure_choice()
+        definition = (
+            self._build_prepare_task()
+            .next(self._build_gpu_jobs(gpu))
+            .next(self._build_checks_task())
+            .next(self._build_review_task(review))
+            .next(self._build_publish_task())
+            .next(self._build_outcome_choice())
+        )
+        self.state_machine = self._build_state_machine(definition)
+
+    # The task functions this construct owns.
+
+    def _build_prepare_function(self, storage: Storage, config: DeployConfig) -> lambda_.DockerImageFunction:
+        function = image_function(
             self,
             "Prepare",
             lambda_.DockerImageCode.from_image_asset(
@@ -76,16 +141,27 @@ class Workflow(Construct):
                 "WORK_BUCKET": storage.work.bucket_name,
                 "INTAKE_PREFIX": INTAKE_PREFIX,
                 "BACKGROUND_SPEC": config.background_spec,
-                "CATALOG_MODELS_DIR": "/opt/models",
+                "CATALOG_MODELS_DIR": CATALOG_MODELS_DIR,
                 "COMMERCIAL": "true" if config.commercial else "false",
+                "PACKSHOT_PRESET": config.packshot_preset,
+                "PACKSHOT_SIZE": str(config.packshot_size),
+                **PREPARE_FIXED,
                 "REVIEWERS": ",".join(config.reviewer_emails),
+                "BRANDS_URI": storage.brands_uri,
+                "DEFAULT_JOBS": config.default_jobs,  # for a SKU whose product.json names no jobs, or that has none
             },
             timeout=PREPARE_TIMEOUT,
             memory_size=3008,
         )
-        storage.intake.grant_read(self.prepare_function, f"{INTAKE_PREFIX}*")
-        storage.work.grant_put(self.prepare_function, f"{WORK_PREFIXES['prepared']}*")
-        self.checks_function = image_function(
+        storage.intake.grant_read(function, f"{INTAKE_PREFIX}*")
+        storage.work.grant_put(function, f"{WORK_PREFIXES['prepared']}*")
+        # The brand's profile, `brands/<brand>/profile.json`; the bucket-level List* of the read grant makes a missing
+        # profile a 404 (packshot-only defaults) rather than a 403.
+        storage.brands.grant_read(function, f"{BRANDS_PREFIX}*")
+        return function
+
+    def _build_checks_function(self, storage: Storage) -> lambda_.DockerImageFunction:
+        function = image_function(
             self,
             "Checks",
             light_code("functions.handlers.automatic_checks.lambda_handler"),
@@ -94,9 +170,12 @@ class Workflow(Construct):
             timeout=Duration.minutes(5),
             memory_size=2048,
         )
-        storage.work.grant_read(self.checks_function, f"{WORK_PREFIXES['prepared']}*")
-        storage.work.grant_read(self.checks_function, f"{WORK_PREFIXES['outputs']}*")
-        self.publish_function = image_function(
+        storage.work.grant_read(function, f"{WORK_PREFIXES['prepared']}*")
+        storage.work.grant_read(function, f"{WORK_PREFIXES['outputs']}*")
+        return function
+
+    def _build_publish_function(self, storage: Storage) -> lambda_.DockerImageFunction:
+        function = image_function(
             self,
             "Publish",
             light_code("functions.handlers.publish.lambda_handler"),
@@ -109,16 +188,18 @@ class Workflow(Construct):
             timeout=Duration.minutes(2),
             memory_size=1024,
         )
-        storage.work.grant_read(self.publish_function, f"{WORK_PREFIXES['prepared']}*")
-        storage.work.grant_read(self.publish_function, f"{WORK_PREFIXES['outputs']}*")
-        storage.output.grant_put(self.publish_function, f"{APPROVED_PREFIX}*")
-        storage.output.grant_put(self.publish_function, f"{FEEDBACK_PREFIX}*")
-        storage.output.grant_read(self.publish_function, f"{APPROVED_PREFIX}*")
-        storage.output.grant_read(self.publish_function, f"{FEEDBACK_PREFIX}*")
+        storage.work.grant_read(function, f"{WORK_PREFIXES['prepared']}*")
+        storage.work.grant_read(function, f"{WORK_PREFIXES['outputs']}*")
+        for prefix in (APPROVED_PREFIX, FEEDBACK_PREFIX):
+            storage.output.grant_put(function, f"{prefix}*")
+            storage.output.grant_read(function, f"{prefix}*")
+        return function
 
-        # 2. The states.
+    # The states, in execution order.
+
+    def _build_failure_choice(self) -> sfn.Choice:
         # A Fail state may not raise a `States.*` error itself: those (timeouts, runtime errors) get a fixed name.
-        failed = (
+        return (
             sfn.Choice(self, "WhichFailure")
             .when(
                 sfn.Condition.string_matches("$.error.Error", "States.*"),
@@ -126,31 +207,23 @@ class Workflow(Construct):
             )
             .otherwise(sfn.Fail(self, "ImageFailed", error_path="$.error.Error", cause_path="$.error.Cause"))
         )
-        not_decided = sfn.Fail(self, "ReviewNotDecided", error_path="$.error.Error", cause_path="$.error.Cause")
-        timed_out = sfn.Fail(
-            self,
-            "ReviewTimedOut",
-            error="ReviewTimedOut",
-            cause="No decision arrived within the review link's lifetime.",
-        )
 
-        prepare = tasks.LambdaInvoke(
+    def _build_prepare_task(self) -> tasks.LambdaInvoke:
+        return lambda_task(
             self,
             "PrepareImage",
-            lambda_function=self.prepare_function,
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
+            self.prepare_function,
             result_path="$.prepared",
-            task_timeout=sfn.Timeout.duration(PREPARE_TIMEOUT.plus(Duration.minutes(1))),
+            timeout=PREPARE_TIMEOUT.plus(Duration.minutes(1)),
+            catch_to=self._failed,
         )
-        _retry_transient(prepare)
-        prepare.add_catch(failed, errors=["States.ALL"], result_path="$.error")
 
-        submit = tasks.LambdaInvoke(
+    def _build_gpu_jobs(self, gpu: GpuEndpoint) -> sfn.Map:
+        submit = lambda_task(
             self,
             "RunGpuJob",
-            lambda_function=gpu.submit,
-            integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+            gpu.submit,
+            wait_for_token=True,
             payload=sfn.TaskInput.from_object(
                 {
                     "task_token": sfn.JsonPath.task_token,
@@ -159,10 +232,10 @@ class Workflow(Construct):
                     "job": sfn.JsonPath.object_at("$"),
                 }
             ),
-            retry_on_service_exceptions=False,
-            task_timeout=sfn.Timeout.duration(SUBMIT_TASK_TIMEOUT),
+            result_path=None,  # the job's result is the Map item's result
+            timeout=SUBMIT_TASK_TIMEOUT,
+            catch_to=None,  # the Map catches: one failed job fails the image
         )
-        _retry_transient(submit)
         # A failed or lost job is tried again as a new attempt (a new job id), then the image fails.
         submit.add_retry(
             errors=GPU_JOB_ERRORS,
@@ -179,29 +252,36 @@ class Workflow(Construct):
             result_path="$.gpu_results",
         )
         gpu_jobs.item_processor(submit)
-        gpu_jobs.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        gpu_jobs.add_catch(self._failed, errors=["States.ALL"], result_path="$.error")
+        return gpu_jobs
 
-        checks = tasks.LambdaInvoke(
+    def _build_checks_task(self) -> tasks.LambdaInvoke:
+        return lambda_task(
             self,
             "AutomaticChecks",
-            lambda_function=self.checks_function,
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
+            self.checks_function,
             payload=sfn.TaskInput.from_object(
                 {"prepared": sfn.JsonPath.object_at("$.prepared"), "gpu_results": sfn.JsonPath.list_at("$.gpu_results")}
             ),
             result_path="$.review",
-            task_timeout=sfn.Timeout.duration(Duration.minutes(6)),
+            timeout=Duration.minutes(6),
+            catch_to=self._failed,
         )
-        _retry_transient(checks)
-        checks.add_catch(failed, errors=["States.ALL"], result_path="$.error")
 
+    def _build_review_task(self, review: Review) -> tasks.LambdaInvoke:
+        not_decided = sfn.Fail(self, "ReviewNotDecided", error_path="$.error.Error", cause_path="$.error.Cause")
+        timed_out = sfn.Fail(
+            self,
+            "ReviewTimedOut",
+            error="ReviewTimedOut",
+            cause="No decision arrived within the review link's lifetime.",
+        )
         # The notify handler's input (functions/handlers/review_notify.py, ReviewRequest).
-        ask_reviewers = tasks.LambdaInvoke(
+        return lambda_task(
             self,
             "HumanReview",
-            lambda_function=review.notify,
-            integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+            review.notify,
+            wait_for_token=True,
             payload=sfn.TaskInput.from_object(
                 {
                     "task_token": sfn.JsonPath.task_token,
@@ -210,42 +290,38 @@ class Workflow(Construct):
                     "items": sfn.JsonPath.list_at("$.review.items"),
                 }
             ),
-            retry_on_service_exceptions=False,
             result_path="$.outcome",
             # The link's lifetime plus the sweep's period and a margin: the sweep normally expires it first.
-            task_timeout=sfn.Timeout.duration(review.link_ttl.plus(Duration.hours(1))),
+            timeout=review.link_ttl.plus(Duration.hours(1)),
+            catch_first={REVIEW_EXPIRED: not_decided, "States.Timeout": timed_out},
+            catch_to=self._failed,
         )
-        _retry_transient(ask_reviewers)
-        ask_reviewers.add_catch(not_decided, errors=[REVIEW_EXPIRED], result_path="$.error")
-        ask_reviewers.add_catch(timed_out, errors=["States.Timeout"], result_path="$.error")
-        ask_reviewers.add_catch(failed, errors=["States.ALL"], result_path="$.error")
 
-        publish = tasks.LambdaInvoke(
+    def _build_publish_task(self) -> tasks.LambdaInvoke:
+        return lambda_task(
             self,
             "PublishDecisions",
-            lambda_function=self.publish_function,
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
+            self.publish_function,
             payload=sfn.TaskInput.from_object(
                 {"review": sfn.JsonPath.object_at("$.review"), "outcome": sfn.JsonPath.object_at("$.outcome")}
             ),
             result_path="$.published",
-            task_timeout=sfn.Timeout.duration(Duration.minutes(3)),
+            timeout=Duration.minutes(3),
+            catch_to=self._failed,
         )
-        _retry_transient(publish)
-        publish.add_catch(failed, errors=["States.ALL"], result_path="$.error")
 
-        anything_published = (
+    def _build_outcome_choice(self) -> sfn.Choice:
+        return (
             sfn.Choice(self, "AnythingApproved")
             .when(sfn.Condition.number_greater_than("$.published.published_count", 0), sfn.Succeed(self, "Published"))
             .otherwise(sfn.Succeed(self, "RejectionRecorded"))
         )
-        definition = prepare.next(gpu_jobs).next(checks).next(ask_reviewers).next(publish).next(anything_published)
 
+    def _build_state_machine(self, definition: sfn.IChainable) -> sfn.StateMachine:
         log_group = logs.LogGroup(
             self, "ExecutionLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
         )
-        self.state_machine = sfn.StateMachine(
+        return sfn.StateMachine(
             self,
             "PerImage",
             definition_body=sfn.DefinitionBody.from_chainable(definition),

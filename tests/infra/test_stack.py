@@ -41,14 +41,14 @@ def test_cfn_lint_is_clean(synthesized):
 
 def test_buckets_are_versioned_encrypted_private_and_tls_only(synthesized, template):
     buckets = synthesized.resources("AWS::S3::Bucket")
-    assert len(buckets) == 4  # intake, work, output, access logs
+    assert len(buckets) == 5  # intake, work, output, brands, access logs
     for bucket in buckets.values():
         props = bucket["Properties"]
         assert props["VersioningConfiguration"] == {"Status": "Enabled"}
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         assert all(props["PublicAccessBlockConfiguration"].values())
     policies = json.dumps(synthesized.resources("AWS::S3::BucketPolicy"))
-    assert policies.count('"aws:SecureTransport": "false"') == 4
+    assert policies.count('"aws:SecureTransport": "false"') == 5
 
 
 def test_originals_are_write_once(synthesized):
@@ -229,25 +229,77 @@ def test_dashboard_and_alarms(synthesized):
     } <= names
 
 
-def test_functions_share_only_environment_names_with_the_runtime(synthesized):
-    # The settings models read the same names the stack sets (lower-cased field names).
-    from functions.aws import settings
+def _statements_of_role(synthesized, role_logical_id: str) -> list[dict]:
+    return [
+        statement
+        for policy in synthesized.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_logical_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
 
-    declared = {
-        name.upper()
-        for kind in (
-            settings.IngestSettings,
-            settings.PrepareSettings,
-            settings.GpuJobSettings,
-            settings.ChecksSettings,
-            settings.PublishSettings,
-        )
-        for name in kind.model_fields
-    }
-    set_by_stack = {
-        key
-        for f in synthesized.resources("AWS::Lambda::Function").values()
-        for key in f["Properties"].get("Environment", {}).get("Variables", {})
-        if not key.startswith(("POWERTOOLS_", "LOG_LEVEL", "REVIEW_"))
-    }
-    assert set_by_stack <= declared, set_by_stack - declared
+
+def _grants_on(statements: list[dict], bucket_logical_id: str) -> list[dict]:
+    return [s for s in statements if bucket_logical_id in json.dumps(s["Resource"])]
+
+
+def test_the_brand_store_is_kept_and_read_only_to_prepare_and_the_gpu_model(synthesized):
+    # Given the brands bucket
+    (brands_id,) = [n for n in synthesized.resources("AWS::S3::Bucket") if n.startswith("StorageBrands")]
+    brands = synthesized.template["Resources"][brands_id]["Properties"]
+
+    # Then nothing in it expires (the ML owner curates it) and its access logs go to the log bucket under brands/
+    rules = brands["LifecycleConfiguration"]["Rules"]
+    assert not [r for r in rules if "ExpirationInDays" in r or "NoncurrentVersionExpiration" in r], rules
+    assert brands["LoggingConfiguration"]["LogFilePrefix"] == "brands/"
+
+    # And prepare is told where the brand store is
+    functions = synthesized.resources("AWS::Lambda::Function")
+    prepare = next(f["Properties"] for n, f in functions.items() if n.startswith("WorkflowPrepare"))
+    uri = prepare["Environment"]["Variables"]["BRANDS_URI"]
+    assert uri == {"Fn::Join": ["", ["s3://", {"Ref": brands_id}, "/brands/"]]}
+    assert synthesized.template["Outputs"]["BrandsUri"]["Value"] == uri
+    assert "<brand>/profile.json" in synthesized.template["Outputs"]["BrandsUri"]["Description"]
+
+    # And only prepare and the GPU model may touch it, read-only and only under brands/
+    roles = set(synthesized.resources("AWS::IAM::Role"))
+    readers = {role for role in roles if _grants_on(_statements_of_role(synthesized, role), brands_id)}
+    assert {role[:-8] for role in readers} == {"WorkflowPrepareRole", "GpuModelRole"}, readers  # less the id hash
+    for role in readers:
+        for statement in _grants_on(_statements_of_role(synthesized, role), brands_id):
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all(a.startswith(("s3:GetObject", "s3:GetBucket", "s3:List")) for a in actions), (role, actions)
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            object_resources = [r for r in resources if "Fn::Join" in r and brands_id in json.dumps(r["Fn::Join"])]
+            assert object_resources == [{"Fn::Join": ["", [{"Fn::GetAtt": [brands_id, "Arn"]}, "/brands/*"]]}]
+
+
+def test_prepare_gets_the_packshot_settings_from_context(synthesized):
+    # Given the default context (cdk.json)
+    functions = synthesized.resources("AWS::Lambda::Function")
+    prepare = next(f["Properties"] for n, f in functions.items() if n.startswith("WorkflowPrepare"))
+
+    # Then the packshot preset and size are set explicitly, so the deployed values show in the template
+    variables = prepare["Environment"]["Variables"]
+    assert (variables["PACKSHOT_PRESET"], variables["PACKSHOT_SIZE"]) == ("white-square", "2000")
+
+
+@pytest.mark.parametrize(
+    ("context", "problem"),
+    [
+        ({"packshotPreset": "black-square"}, "packshotPreset"),
+        ({"packshotSize": 63}, "packshotSize"),
+        ({"packshotSize": 10001}, "packshotSize"),
+    ],
+)
+def test_bad_packshot_context_is_refused_before_anything_is_built(synthesized, context, problem):
+    # (`synthesized` puts cdk/ on the path)
+    # Given cdk.json's context with one bad packshot value
+    import aws_cdk as cdk
+    from catalog_infra.app import default_context
+    from catalog_infra.config import DeployConfig
+
+    app = cdk.App(context={**default_context(), **context})
+
+    # When the deployment config is read, Then it names the bad value
+    with pytest.raises(ValueError, match=problem):
+        DeployConfig.from_context(app.node)

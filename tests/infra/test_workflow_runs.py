@@ -1,18 +1,49 @@
 """The synthesized state machine, executed by moto's Step Functions engine. The task Lambdas are fakes the test
 controls (routed by the function each Task names); `.waitForTaskToken` tasks are resumed the way the real outcome
 handler and review service do it: SendTaskSuccess / SendTaskFailure with the stored token.
+
+Every payload a fake returns, and every payload the state machine hands a fake, is built from or parsed by the
+`schemas/workflow.py` models the real handlers use, so the definition and the handlers cannot drift apart.
+(`tests/e2e/test_aws_sim.py` runs the same definition with the real handlers.)
 """
 
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+
+from functions.adapters.aws.job_outcomes import task_output
+from schemas import (
+    ChecksInput,
+    Cutout,
+    ExecutionInput,
+    GpuJobTask,
+    IntakeInfo,
+    JobKind,
+    JobOutput,
+    JobRequest,
+    JobResult,
+    PreparedFiles,
+    PreparedImage,
+    PublishInput,
+    PublishResult,
+    RejectionReason,
+    ResolvedBrand,
+    ReviewDecision,
+    ReviewItem,
+    ReviewOutcome,
+    ReviewRequest,
+    ReviewState,
+    Status,
+    Verdict,
+)
 
 from .asl import ACCOUNT, REGION, definition_from_template, shorten_waits, walk_states
 
@@ -29,7 +60,7 @@ class FakeTasks:
         self.calls: dict[str, list[dict[str, Any]]] = {}
         self.handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "WorkflowPrepare": self.prepare,
-            "GpuSubmit": lambda payload: {"job_id": payload["job"]["job_id"]},
+            "GpuSubmit": self.submit,
             "WorkflowChecks": self.checks,
             "ReviewNotify": lambda payload: {"review_id": "r" * 16},
             "WorkflowPublish": self.publish,
@@ -43,28 +74,79 @@ class FakeTasks:
         return self.handlers[role](payload)
 
     def prepare(self, payload: dict[str, Any]) -> dict[str, Any]:
-        image_id = payload["image_id"]
-        return {
-            "image_id": image_id,
-            "brand": payload["brand"],
-            "sku": payload["sku"],
-            "normalised": f"s3://work/prepared/{image_id}/normalised.png",
-            "packshot": f"s3://work/prepared/{image_id}/packshot.jpg",
-            "reviewers": ["buyer@brand.example.com"],
-            "jobs": [{"job_id": f"{image_id}-{kind}", "kind": kind} for kind in self.jobs],
-        }
+        request = ExecutionInput.model_validate(payload)  # what ingest starts the execution with
+        prefix = f"s3://catalog-work/prepared/{request.image_id}/"
+        files = PreparedFiles(
+            cutout=f"{prefix}cutout.png",
+            mask=f"{prefix}mask.png",
+            packshot=f"{prefix}packshot.jpg",
+            normalised=f"{prefix}normalised.png",
+            original_preview=f"{prefix}preview.original.jpg",
+        )
+        prepared = PreparedImage(
+            image_id=request.image_id,
+            brand=ResolvedBrand(brand=request.brand),
+            sku=request.sku,
+            source=f"s3://{request.bucket}/{request.key}",
+            filename=request.filename,
+            publish_stem=f"{request.sku}/front",
+            content_sha256="0" * 64,
+            intake=IntakeInfo(detected_format="JPEG", width=600, height=800, mode="RGB"),
+            cutout=Cutout(engine="backdrop", confidence=0.9, low_confidence=False, coverage=0.3),
+            files=files,
+            reviewers=("buyer@brand.example.com",),
+            jobs=tuple(
+                JobRequest(
+                    job_id=f"{request.image_id}-{kind.replace('_', '-')}",
+                    kind=JobKind(kind),
+                    brand=request.brand,
+                    sku=request.sku,
+                    inputs={"cutout": files.cutout},
+                    output_prefix=f"s3://catalog-work/gpu/outputs/{request.image_id}/{kind}",
+                    seed=7,
+                )
+                for kind in self.jobs
+            ),
+        )
+        return prepared.model_dump(mode="json")
+
+    def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        task = GpuJobTask.model_validate({k: v for k, v in payload.items() if k != "task_token"})
+        return {"job_id": task.job.job_id}
 
     def checks(self, payload: dict[str, Any]) -> dict[str, Any]:
-        items = [{"item_id": "packshot", "generated": payload["prepared"]["packshot"]}]
-        items += [{"item_id": r["job_id"], "generated": r["outputs"][0]["uri"]} for r in payload["gpu_results"]]
-        return {"brand": payload["prepared"]["brand"], "reviewers": payload["prepared"]["reviewers"], "items": items}
+        request = ChecksInput.model_validate(payload)
+        prepared = request.prepared
+        items = [
+            ReviewItem(
+                item_id=f"{prepared.image_id}-packshot",
+                sku=prepared.sku,
+                original=prepared.files.packshot,
+                generated=prepared.files.packshot,
+                job_kind="packshot",
+            )
+        ]
+        items += [
+            ReviewItem(
+                item_id=f"{result.job_id}-0",
+                sku=prepared.sku,
+                original=prepared.files.packshot,
+                generated=result.outputs[0].uri,
+                job_kind=result.kind.value,
+            )
+            for result in request.gpu_results
+        ]
+        review = ReviewRequest(brand=prepared.brand.brand, reviewers=prepared.reviewers, items=tuple(items))
+        return review.model_dump(mode="json")
 
     def publish(self, payload: dict[str, Any]) -> dict[str, Any]:
-        approved = [d for d in payload["outcome"]["decisions"] if d["verdict"] == "approved"]
-        return {
-            "published_count": len(approved),
-            "rejected_count": len(payload["outcome"]["decisions"]) - len(approved),
-        }
+        request = PublishInput.model_validate(payload)
+        approved = [d for d in request.outcome.decisions if d.verdict is Verdict.APPROVED]
+        result = PublishResult(
+            published=tuple(f"s3://catalog-output/approved/{d.item_id}.png" for d in approved),
+            rejected=tuple(d.item_id for d in request.outcome.decisions if d.verdict is not Verdict.APPROVED),
+        )
+        return result.model_dump(mode="json")
 
     def count(self, role: str) -> int:
         with self.lock:
@@ -95,15 +177,17 @@ def run(sfn: Any, definition: dict[str, Any], fakes: FakeTasks, monkeypatch) -> 
 
     monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
     machine = sfn.create_state_machine(name="per-image", definition=json.dumps(definition), roleArn=ROLE)
-    execution_input = {
-        "bucket": "intake",
-        "key": "incoming/acme/SKU 1/front.jpg",
-        "brand": "acme",
-        "sku": "SKU 1",
-        "filename": "front.jpg",
-        "image_id": "0123456789abcdef0123456789abcdef",
-    }
-    started = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], input=json.dumps(execution_input))
+    execution_input = ExecutionInput(
+        bucket="catalog-intake",
+        key="incoming/acme/SKU 1/front.jpg",
+        version_id="v1",
+        size=1234,
+        brand="acme",
+        sku="SKU 1",
+        filename="front.jpg",
+        image_id="0123456789abcdef0123456789abcdef",
+    )
+    started = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], input=execution_input.model_dump_json())
     return str(started["executionArn"])
 
 
@@ -127,24 +211,33 @@ def entered_states(sfn: Any, execution_arn: str) -> list[str]:
 def succeed_gpu_jobs(sfn: Any, fakes: FakeTasks, count: int) -> None:
     wait_for(lambda: fakes.count("GpuSubmit") >= count)
     for payload in fakes.payloads("GpuSubmit")[:count]:
-        job = payload["job"]
-        result = {
-            "job_id": job["job_id"],
-            "kind": job["kind"],
-            "status": "succeeded",
-            "outputs": [{"uri": f"s3://work/gpu/outputs/{job['job_id']}/0.png"}],
-        }
-        sfn.send_task_success(taskToken=payload["task_token"], output=json.dumps(result))
+        job = GpuJobTask.model_validate({k: v for k, v in payload.items() if k != "task_token"}).job
+        result = JobResult(
+            job_id=job.job_id,
+            kind=job.kind,
+            status=Status.SUCCEEDED,
+            outputs=(JobOutput(uri=f"{job.output_prefix}/0.png", seed=job.seed),),
+            adapter_versions={"acme-ss27": "v3"},
+        )
+        # What the real outcome handler sends (functions/adapters/aws/job_outcomes.py).
+        sfn.send_task_success(taskToken=payload["task_token"], output=json.dumps(task_output(result)))
 
 
 def decide(sfn: Any, fakes: FakeTasks, verdict: str) -> None:
     wait_for(lambda: fakes.count("ReviewNotify") >= 1)
     request = fakes.payloads("ReviewNotify")[0]
-    decisions = [{"item_id": item["item_id"], "verdict": verdict} for item in request["items"]]
-    sfn.send_task_success(
-        taskToken=request["task_token"],
-        output=json.dumps({"review_id": "r" * 16, "state": "decided", "decisions": decisions, "pending_item_ids": []}),
+    decisions = tuple(
+        ReviewDecision(
+            item_id=item["item_id"],
+            verdict=Verdict(verdict),
+            reason=None if verdict == "approved" else RejectionReason.OFF_BRAND,
+            reviewer="buyer@brand.example.com",
+            decided_at=datetime.now(UTC),
+        )
+        for item in request["items"]
     )
+    outcome = ReviewOutcome(review_id="r" * 16, state=ReviewState.DECIDED, decisions=decisions)
+    sfn.send_task_success(taskToken=request["task_token"], output=outcome.model_dump_json())
 
 
 def test_happy_path_two_job_kinds_and_an_approval(sfn, definition, monkeypatch):
@@ -162,8 +255,13 @@ def test_happy_path_two_job_kinds_and_an_approval(sfn, definition, monkeypatch):
     assert sorted(p["job"]["kind"] for p in fakes.payloads("GpuSubmit")) == ["ghost_mannequin", "lifestyle"]
     assert all(p["attempt"] == 0 and p["task_token"] for p in fakes.payloads("GpuSubmit"))
     review_request = fakes.payloads("ReviewNotify")[0]
-    assert len(review_request["items"]) == 3
-    assert review_request["reviewers"] == ["buyer@brand.example.com"]
+    review = ReviewRequest.model_validate({k: v for k, v in review_request.items() if k != "task_token"})
+    assert len(review.items) == 3
+    assert review.reviewers == ("buyer@brand.example.com",)
+    # The GPU results reach the checks whole: which adapter made each image is not lost on the way.
+    checks_input = ChecksInput.model_validate(fakes.payloads("WorkflowChecks")[0])
+    assert [r.adapter_versions for r in checks_input.gpu_results] == [{"acme-ss27": "v3"}] * 2
+    assert PublishInput.model_validate(fakes.payloads("WorkflowPublish")[0]).outcome.state is ReviewState.DECIDED
     assert json.loads(result["output"])["published"]["published_count"] == 3
     assert entered_states(sfn, execution)[-1] == "Published"
 
