@@ -42,3 +42,26 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_second():
     assert "catalog run" in commands[0]
     assert "pytest" in commands[1]
     assert commands[1] in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_installs_come_from_the_lock():
+    # Given the README's set-up commands and the images' Dockerfiles
+    readme = (REPO_ROOT / "README.md").read_text()
+    commands = _fenced_commands(readme.split("## Set up", 1)[1].split("\n## ", 1)[0])
+    constraints = (REPO_ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+
+    # Then every pip install in them is constrained by the lock, whose torch is the CPU wheel
+    for command in commands:
+        installs = [part for part in command.split("&&") if "pip install" in part]
+        assert installs and all("-c requirements/constraints.txt" in part for part in installs), command
+    assert "torch==2.13.0" in constraints
+    pinned = [line for line in constraints if line and not line.startswith("#")]
+    assert pinned and all("==" in line for line in pinned)
+    # And each image installs from its own pins, resolved for its base by tools/lock.py
+    for dockerfile, pins in (
+        ("functions/Dockerfile.lambda", "image-lambda.txt"),
+        ("functions/Dockerfile.prepare", "image-prepare.txt"),
+        ("gpu_jobs/Dockerfile", "image-gpu.txt"),
+    ):
+        assert f"requirements/{pins}" in (REPO_ROOT / dockerfile).read_text()
+        assert (REPO_ROOT / "requirements" / pins).is_file()
