@@ -2,9 +2,12 @@
 
     from gpu_jobs.config import ModelConfig
     from gpu_jobs.inprocess import run_job_in_process
+    from gpu_jobs.storage import StorageScope
 
-    result = run_job_in_process(request, ModelConfig.tiny())   # never raises: failures are `failed` results
+    scope = StorageScope.of(roots=[run_folder], buckets=[])
+    result = run_job_in_process(request, ModelConfig.tiny(), scope=scope)   # never raises: failures are `failed`
 
+The job reads and writes only inside `scope` (nothing, when none is given and the caller installed none).
 The registry (models, LoRAs, segmenters) is built on the first call for a config and reused after.
 """
 
@@ -12,6 +15,7 @@ import threading
 
 from schemas import JobRequest, JobResult
 
+from . import storage
 from .config import ModelConfig
 from .worker import JobRunner, failed_result
 
@@ -31,10 +35,18 @@ def runner_for(config: ModelConfig) -> JobRunner:
         return _runners[key]
 
 
-def run_job_in_process(request: JobRequest, config: ModelConfig) -> JobResult:
-    """Run one job; model-loading failures (missing weights, licence refusals) come back as a failed result too."""
+def run_job_in_process(
+    request: JobRequest, config: ModelConfig, *, scope: storage.StorageScope | None = None
+) -> JobResult:
+    """Run one job inside `scope` (default: the scope the caller installed, if any); never raises.
+
+    Model-loading failures (missing weights, licence refusals) come back as a failed result too.
+    """
     try:
         runner = runner_for(config)
     except Exception as error:
         return failed_result(request, error)
-    return runner.run(request)
+    if scope is None:
+        return runner.run(request)
+    with storage.confined(scope):
+        return runner.run(request)

@@ -252,6 +252,11 @@ class ModelRegistry:
     def _load_adapter(self, ref: AdapterRef) -> _LoadedAdapter:
         field = f"brand_profile.adapters.{ref.name}.uri"
         cache_key = f"{ref.uri}#{ref.version or ''}"
+        try:
+            # Checked before the cache: an adapter loaded for one job is not thereby readable by the next.
+            storage.check(ref.uri)
+        except storage.StorageError as error:
+            raise JobInputError(field, f"cannot read LoRA '{ref.name}': {error}") from error
         if cache_key in self._adapters:
             self._adapters.move_to_end(cache_key)
             return self._adapters[cache_key]

@@ -9,7 +9,9 @@ imported on first use, so a missing or unfinished recipe fails its own requests 
     result = runner.execute(request, wait_s=30)   # raises JobInputError, WorkerBusyError, LicenceError, ...
     result = runner.run(request)                  # never raises: a failure is a `failed` JobResult
 
-Both write `result.json` under `request.output_prefix` (best effort for failures).
+Both write `result.json` under `request.output_prefix` (best effort for failures). Files go through `storage`
+under the scope the caller installed (`storage.confined`): the request's inputs and output prefix are checked
+against it before the job takes the GPU, so a refused URI fails at once, naming its field.
 """
 
 import importlib
@@ -40,6 +42,8 @@ RESULT_NAME = "result.json"
 
 def error_code(error: BaseException) -> str:
     """The stable code a failure is reported under."""
+    if isinstance(error, storage.UriRefusedError) or isinstance(error.__cause__, storage.UriRefusedError):
+        return "uri_refused"
     if isinstance(error, JobInputError):
         return "bad_input"
     if isinstance(error, LicenceError):
@@ -84,6 +88,7 @@ class JobRunner:
     def execute(self, request: JobRequest, *, wait_s: float | None = None) -> JobResult:
         """Run the job; errors propagate (the server maps them to HTTP codes)."""
         recipe = load_recipe(request.kind.value)
+        check_uris(request)
         wait = self.wait_s if wait_s is None else wait_s
         acquired = self._gpu.acquire(timeout=wait) if wait > 0 else self._gpu.acquire(blocking=False)
         if not acquired:
@@ -118,6 +123,16 @@ class JobRunner:
             result = failed_result(request, error)
             _write_result(request, result, best_effort=True)
             return result
+
+
+def check_uris(request: JobRequest) -> None:
+    """Every input and the output prefix must be in the current storage scope; JobInputError names the first not."""
+    named = [(f"inputs.{name}", uri) for name, uri in request.inputs.items()]
+    for field, uri in [*named, ("output_prefix", request.output_prefix)]:
+        try:
+            storage.check(uri)
+        except storage.StorageError as error:
+            raise JobInputError(field, str(error)) from error
 
 
 def failed_result(request: JobRequest, error: BaseException) -> JobResult:

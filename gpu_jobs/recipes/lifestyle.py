@@ -194,15 +194,20 @@ def _brand_profile(request: JobRequest) -> BrandProfile | None:
     elif "brand_profile" in request.inputs:
         field = "inputs.brand_profile"
         try:
-            raw = json.loads(storage.read_bytes(request.inputs["brand_profile"]))
-        except (OSError, ValueError, storage.StorageError) as error:
+            data = storage.read_bytes(request.inputs["brand_profile"])
+        except (OSError, storage.StorageError) as error:
             raise JobInputError(field, f"cannot read the brand profile JSON: {error}") from error
+        try:
+            raw = json.loads(data)
+        except ValueError as error:  # never the file's text in the message
+            where = f" (line {error.lineno}, column {error.colno})" if isinstance(error, json.JSONDecodeError) else ""
+            raise JobInputError(field, f"the brand profile is not JSON{where}") from error
     else:
         return None
     try:
         return BrandProfile.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
+        first = error.errors(include_url=False, include_input=False, include_context=False)[0]
         location = ".".join(str(part) for part in first["loc"])
         raise JobInputError(f"{field}.{location}" if location else field, first["msg"]) from error
 

@@ -385,8 +385,12 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
         raise JobInputError("inputs.garment", "the try-on recipe needs a garment image (cutout or photo)")
     region = REGION_FOR_CATEGORY.get(request.category)
     if region is None:
-        known = ", ".join(sorted(category.value for category in REGION_FOR_CATEGORY))
-        raise JobInputError("category", f"try-on covers {known}; got '{request.category.value}'")
+        known = sorted(category.value for category in REGION_FOR_CATEGORY)
+        raise JobInputError(
+            "category",
+            f"try-on covers {', '.join(known)}; got '{request.category.value}'. Add \"category\" to the SKU's "
+            "product.json or pass --category tops|bottoms|dresses|outerwear to `catalog run`",
+        )
     params = request.params
     engine_name = choice_param(params, "engine", registry.config.try_on_engine, ("diffusers", "catvton"))
     controlnet = params.get("controlnet")
@@ -496,15 +500,32 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
 
 
 def _brand_profile(request: JobRequest) -> BrandProfile | None:
-    """The brand profile from `params["brand_profile"]` (an object) or `inputs["brand_profile"]` (a JSON file)."""
+    """The brand profile from `params["brand_profile"]` (an object) or `inputs["brand_profile"]` (a JSON file).
+
+    Errors name fields, never values: a profile read from a URI may be any file.
+    """
+    if "brand_profile" in request.params:
+        raw, field = request.params["brand_profile"], "params.brand_profile"
+    elif "brand_profile" in request.inputs:
+        field = "inputs.brand_profile"
+        try:
+            data = storage.read_bytes(request.inputs["brand_profile"])
+        except (OSError, storage.StorageError) as error:
+            raise JobInputError(field, f"cannot read the brand profile: {error}") from error
+        try:
+            raw = json.loads(data)
+        except ValueError as error:
+            raise JobInputError(field, "not a valid brand profile: not JSON") from error
+    else:
+        return None
     try:
-        if "brand_profile" in request.params:
-            return BrandProfile.model_validate(request.params["brand_profile"])
-        if "brand_profile" in request.inputs:
-            return BrandProfile.model_validate(json.loads(storage.read_bytes(request.inputs["brand_profile"])))
-    except (ValidationError, ValueError, FileNotFoundError, OSError) as error:
-        raise JobInputError("params.brand_profile", f"not a valid brand profile: {error}") from error
-    return None
+        return BrandProfile.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+            for item in error.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise JobInputError(field, f"not a valid brand profile: {problems}") from error
 
 
 def _model_photos(request: JobRequest, brand: BrandProfile | None, region: str) -> list[tuple[str, str, Image.Image]]:

@@ -1,5 +1,8 @@
 """GPU-job fixtures: one tiny registry per session, a contract server on a loopback port, tiny inputs.
 
+Jobs read and write only inside a storage scope: every test here runs inside one covering the session's temp
+folder and the `jobs` / `brand-models` buckets, and the session's server is given the same.
+
 def test_something(invoke, tmp_path):
     status, body = invoke(job_request_dict(kind="lifestyle", inputs={...}, output_prefix=...))
 """
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gpu_jobs import storage
 from gpu_jobs.config import ModelConfig
 from gpu_jobs.models import ModelRegistry
 from gpu_jobs.serve import JobServer
@@ -23,6 +27,7 @@ from gpu_jobs.worker import JobRunner
 
 Invoke = Callable[..., tuple[int, dict[str, Any]]]
 
+TEST_BUCKET = "jobs"  # the bucket the session's job server may use (and brand-models, for the LoRA tests)
 CANVAS = 64  # tiny models: 64x64 canvases and 2 steps keep each job well under a second on 2 cores
 
 
@@ -33,9 +38,24 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
 
 
 @pytest.fixture(scope="session")
-def job_server(tiny_registry: ModelRegistry) -> Iterator[JobServer]:
+def test_scope(tmp_path_factory: pytest.TempPathFactory) -> storage.StorageScope:
+    """Where these tests' jobs may read and write: the session's temp folder and the test buckets."""
+    return storage.StorageScope.of(roots=[tmp_path_factory.getbasetemp()], buckets=[TEST_BUCKET, "brand-models"])
+
+
+@pytest.fixture(autouse=True)
+def _confined(test_scope: storage.StorageScope) -> Iterator[None]:
+    """Recipes and storage called directly from a test run in the test scope (the server installs its own)."""
+    with storage.confined(test_scope):
+        yield
+
+
+@pytest.fixture(scope="session")
+def job_server(tiny_registry: ModelRegistry, test_scope: storage.StorageScope) -> Iterator[JobServer]:
     """The contract server on 127.0.0.1 (a free port), serving every recipe over the tiny registry."""
-    server = JobServer(lambda: JobRunner(tiny_registry), host="127.0.0.1", port=0, job_timeout_s=120).start()
+    server = JobServer(
+        lambda: JobRunner(tiny_registry), host="127.0.0.1", port=0, job_timeout_s=120, scope=test_scope
+    ).start()
     assert server.ready.wait(30), server.load_error
     yield server
     server.stop()

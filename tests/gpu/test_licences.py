@@ -66,13 +66,14 @@ def test_a_commercial_brand_on_a_non_commercial_deployment_is_refused(tmp_path) 
 
 
 def test_licence_refusal_over_http_is_403(tmp_path) -> None:
+    from gpu_jobs import storage
     from gpu_jobs.serve import JobServer
 
     from .conftest import http
 
     nc_canny = {"name": "nc-canny", "source": "tiny", "licence": "cc-by-nc-4.0", "commercial_use": False}
     registry = ModelRegistry(ModelConfig.tiny(controlnets={"canny": nc_canny}))
-    server = JobServer(lambda: JobRunner(registry), host="127.0.0.1", port=0).start()
+    server = JobServer(lambda: JobRunner(registry), host="127.0.0.1", port=0, scope=storage.current_scope()).start()
     try:
         assert server.ready.wait(10)
         body = _lifestyle(tmp_path, controlnet="canny").model_dump_json().encode()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_jobs import worker
+from gpu_jobs import storage, worker
 from gpu_jobs.config import ModelConfig
 from gpu_jobs.models import ModelRegistry
 from gpu_jobs.serve import JobServer
@@ -90,7 +90,8 @@ def test_lifestyle_request_round_trips_and_writes_result_json(invoke, tmp_path: 
         (lambda p: p.update(inputs={"cutout": "http://example.com/a.png"}), 422, "inputs.cutout"),
         (lambda p: p.update(variations=99), 422, "variations"),
         (lambda p: p.update(extra_field=1), 422, "extra_field"),
-        (lambda p: p.update(inputs={"cutout": "file:///no/such/cutout.png"}), 422, "inputs.cutout"),
+        # outside the server's data roots: refused (403) before it is even looked for
+        (lambda p: p.update(inputs={"cutout": "file:///no/such/cutout.png"}), 403, "inputs.cutout"),
         (lambda p: p.update(inputs={}), 422, "inputs.cutout"),
         (lambda p: p["params"].update(steps=0), 422, "params.steps"),
         (lambda p: p["params"].update(mode="video"), 422, "params.mode"),
@@ -126,6 +127,10 @@ def test_unreadable_input_file_is_a_422_on_that_input(invoke, tmp_path: Path) ->
     # Then the error names inputs.cutout, and a failed result.json is left for the caller
     status, body = invoke(payload)
     assert status == 422 and body["error"]["field"] == "inputs.cutout"
+    # And a missing file inside the roots is the caller's error too (422, not a refusal)
+    payload["inputs"] = {"cutout": (tmp_path / "missing.png").as_uri()}
+    status, body = invoke(payload)
+    assert status == 422 and body["error"]["field"] == "inputs.cutout", body
 
 
 def test_bad_json_and_bad_routes(job_server: JobServer) -> None:
@@ -165,7 +170,9 @@ def test_a_second_concurrent_job_is_refused_with_429(tiny_registry, monkeypatch,
     # Given a server with no waiting allowed, and a first job that holds the GPU
     entered, release = threading.Event(), threading.Event()
     monkeypatch.setattr(worker, "load_recipe", lambda kind: _blocking_recipe(entered, release))
-    server = JobServer(lambda: JobRunner(tiny_registry), host="127.0.0.1", port=0, busy_wait_s=0).start()
+    server = JobServer(
+        lambda: JobRunner(tiny_registry), host="127.0.0.1", port=0, busy_wait_s=0, scope=storage.current_scope()
+    ).start()
     assert server.ready.wait(10)
     payload = job_request_dict("lifestyle", {}, tmp_path / "a")
     first: list[int] = []
@@ -192,7 +199,9 @@ def test_a_second_job_waits_its_turn_within_the_bounded_wait(tiny_registry, monk
     # Given a server that lets a second job wait up to 20 s
     entered, release = threading.Event(), threading.Event()
     monkeypatch.setattr(worker, "load_recipe", lambda kind: _blocking_recipe(entered, release))
-    server = JobServer(lambda: JobRunner(tiny_registry), host="127.0.0.1", port=0, busy_wait_s=20).start()
+    server = JobServer(
+        lambda: JobRunner(tiny_registry), host="127.0.0.1", port=0, busy_wait_s=20, scope=storage.current_scope()
+    ).start()
     assert server.ready.wait(10)
     results: list[int] = []
 
@@ -228,7 +237,7 @@ def test_a_job_past_its_deadline_is_stopped_with_504(monkeypatch, tmp_path: Path
             time.sleep(0.01)
 
     monkeypatch.setattr(worker, "load_recipe", lambda kind: endless)
-    server = JobServer(lambda: JobRunner(registry), host="127.0.0.1", port=0).start()
+    server = JobServer(lambda: JobRunner(registry), host="127.0.0.1", port=0, scope=storage.current_scope()).start()
     try:
         assert server.ready.wait(10)
         status, body = http(server.port, "POST", "/invocations", _json(job_request_dict("lifestyle", {}, tmp_path)))
@@ -240,7 +249,8 @@ def test_a_job_past_its_deadline_is_stopped_with_504(monkeypatch, tmp_path: Path
 
 
 def test_serve_cli_with_tiny_models_serves_lifestyle(tmp_path: Path) -> None:
-    # Given the server started as a user would: python -m gpu_jobs.serve --models tiny --port N
+    # Given the server started as a user would: python -m gpu_jobs.serve --models tiny --port N --data-root DIR
+    # (no --host: it listens on 127.0.0.1 by default)
     import socket
 
     with socket.socket() as probe:
@@ -249,7 +259,16 @@ def test_serve_cli_with_tiny_models_serves_lifestyle(tmp_path: Path) -> None:
     log_path = tmp_path / "server.log"  # a file, not a pipe: an unread pipe would fill and block the server
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gpu_jobs.serve", "--models", "tiny", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "gpu_jobs.serve",
+                "--models",
+                "tiny",
+                "--port",
+                f"{port}",
+                f"--data-root={tmp_path}",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -242,3 +242,15 @@ def test_through_the_http_contract(tmp_path: Path, invoke: Any, garment: str) ->
     # And an unsupported category is a 4xx naming the field
     status, body = invoke(_request(tmp_path, {"garment": garment}, category="shoes").model_dump(mode="json"))
     assert 400 <= status < 500 and body["error"]["field"] == "category"
+
+
+def test_an_unlabelled_garment_is_refused_with_how_to_fix_it(registry, tmp_path):
+    # Given a garment whose category is `other` (a photo without a sidecar)
+    garment = tmp_path / "garment.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(garment)
+    # When try-on runs, Then it refuses, saying exactly how to name the category
+    with pytest.raises(JobInputError) as refused:
+        try_on.run(_request(tmp_path / "out", {"garment": garment.as_uri()}, category="other", seed=1), registry)
+    message = str(refused.value)
+    assert "got 'other'" in message
+    assert 'Add "category" to the SKU\'s product.json or pass --category tops|bottoms|dresses|outerwear' in message
