@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.transient import retry_transient
 from schemas import ChecksInput, ReviewRequest, Severity
 
 logger = Logger(service="checks")
@@ -24,6 +25,7 @@ SETTINGS = settings.ChecksSettings
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient  # a throttled S3 read: the state machine retries the task
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Pillow and numpy come with the stage: imported here, so the module itself loads fast.
     from functions.stages.review_items import image_reader, review_items

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.adapters.aws import job_outcomes, settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore
+from functions.adapters.aws.transient import retry_transient
 
 logger = Logger(service="gpu-jobs")
 tracer = Tracer(service="gpu-jobs")
@@ -47,6 +48,7 @@ def handle_notification(message: dict[str, Any]) -> str:
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient  # SNS retries the notification; settling is idempotent
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     results = [handle_notification(json.loads(record["Sns"]["Message"])) for record in event.get("Records", [])]
     return {"results": results}

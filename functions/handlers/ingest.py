@@ -1,4 +1,5 @@
-"""SQS batch of S3 notifications -> one Step Functions Standard execution per object version.
+"""SQS batch of S3 events (S3 notifications or EventBridge "Object Created") -> one Step Functions Standard
+execution per object version.
 
 Exactly once, twice guarded: a conditional put in the intake ledger (bucket + decoded key + version id / ETag), and
 a deterministic execution name from the same key (StartExecution refuses a second execution with that name).
@@ -18,6 +19,7 @@ from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.ledger import IntakeLedger
 from functions.adapters.aws.s3_events import IntakeObject, objects_in_message, product_location, skip_reason
+from functions.adapters.aws.transient import retry_transient
 from schemas import ExecutionInput
 
 logger = Logger(service="intake")
@@ -74,6 +76,7 @@ def start_once(obj: IntakeObject) -> str:
 
 
 @tracer.capture_method
+@retry_transient
 def record_handler(record: SQSRecord) -> list[str]:
     return [start_once(obj) for obj in objects_in_message(record.body)]
 

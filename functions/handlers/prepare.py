@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.transient import retry_transient
 from functions.errors import CatalogError
 from schemas import ExecutionInput, PreparedImage
 
@@ -64,7 +65,9 @@ def prepare(request: ExecutionInput, config: settings.PrepareSettings) -> Prepar
     if request.version_id:
         get["VersionId"] = request.version_id
     data = client("s3").get_object(**get)["Body"].read()
-    sidecar_uri = f"s3://{request.bucket}/{request.key.rsplit('/', 1)[0]}/{SIDECAR_NAME}"
+    # The SKU folder's sidecar, as `catalog run` reads it, also for photos in sub-folders of the SKU.
+    sku_folder = "/".join(request.key[len(config.intake_prefix) :].split("/")[:2])
+    sidecar_uri = f"s3://{request.bucket}/{config.intake_prefix}{sku_folder}/{SIDECAR_NAME}"
     try:
         # 2. The SKU's sidecar and the brand's profile: a bad one fails this image, naming the field.
         try:
@@ -116,6 +119,7 @@ def prepare(request: ExecutionInput, config: settings.PrepareSettings) -> Prepar
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient  # a throttled S3 read or write: the state machine retries the task
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = settings.load(SETTINGS)
     prepared = prepare(ExecutionInput.model_validate(event), config)

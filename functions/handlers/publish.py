@@ -16,6 +16,7 @@ from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.publisher import S3Publisher
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.transient import retry_transient
 from functions.stages.publish import publish_decisions
 from schemas import PublishInput
 
@@ -28,6 +29,7 @@ SETTINGS = settings.PublishSettings
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient  # a throttled S3 read or write: the state machine retries the task (the publisher is idempotent)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = settings.load(SETTINGS)
     request = PublishInput.model_validate(event)

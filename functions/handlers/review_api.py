@@ -2,7 +2,8 @@
 
 GET /review/{id}                      the page (reads only)
 POST /review/{id}                     decisions (form or JSON), CSRF-checked, applied at most once
-GET /review/{id}/image/{item}/{kind}  a signed route that redirects to a fresh presigned URL (for emails)
+GET /review/{id}/image/{item}/{kind}  a route that redirects to a fresh presigned URL (email thumbnails, signed as
+                                      image-only capabilities that the page and the POST refuse)
 GET /review-static/{name}             review.js / review.css
 """
 
@@ -68,10 +69,10 @@ def get_image(review_id: str, item_id: str, kind: str) -> Response[str]:
     if kind not in aws_review.IMAGE_KINDS:
         return _respond(web.not_found())
     try:
-        review, _ = web.service.open(review_id, _query())
+        # The thumbnail's image-only capability for exactly this image, or the review link itself.
+        _, item = web.service.open_image(review_id, item_id, kind, _query())
     except LinkRefusedError as error:
         return _respond(web.refused(reason=error.reason))
-    item = review.item(item_id)
     if item is None:
         return _respond(web.not_found())
     config = settings.load(SETTINGS)

@@ -11,12 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 
 from functions.adapters.aws import review as aws_review
 from functions.adapters.aws import settings
+from functions.adapters.aws.transient import retry_transient
 from schemas import ReviewRequest
 
 logger = Logger(service="review")
@@ -27,11 +27,31 @@ class ReviewTaskRequest(ReviewRequest):
     task_token: SecretStr = Field(min_length=1, max_length=2048)  # Step Functions tokens run up to 2048 characters
 
 
+class InvalidReviewTaskError(ValueError):
+    """The task's input does not fit `ReviewTaskRequest`. Its message names fields and error types only."""
+
+
+def parse_task(event: Any) -> ReviewTaskRequest:
+    """Parse the task input. Not Powertools' `event_parser`: its pydantic error quotes the input (`input_value=`), and
+    the input holds the task token, so an invalid event (or a token over 2048 characters) would put the token in the
+    error, the Lambda's error report and the execution history."""
+    try:
+        return ReviewTaskRequest.model_validate(event)
+    except ValidationError as error:
+        problems = [
+            f"{'.'.join(str(part)[:64] for part in problem['loc']) or '(the event)'}: {problem['type']}"
+            for problem in error.errors(include_url=False, include_context=False, include_input=False)
+        ]
+    # Raised outside the `except`: no chained ValidationError (which would carry the input) goes with it.
+    raise InvalidReviewTaskError(f"invalid review task input ({len(problems)} error(s)): {'; '.join(problems[:20])}")
+
+
 @logger.inject_lambda_context(log_event=False)  # the event holds the task token
-@event_parser(model=ReviewTaskRequest)
-def lambda_handler(event: ReviewTaskRequest, context: LambdaContext) -> dict[str, Any]:
+@retry_transient
+def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    event = parse_task(raw_event)
     config = settings.load(SETTINGS)
-    task, _ = aws_review.review_service().create(
+    task, _ = aws_review.keyless_review_service().create(
         event.brand,
         event.reviewers,
         event.items,

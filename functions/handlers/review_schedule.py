@@ -16,19 +16,27 @@ from functions.adapters.aws.clients import client
 from functions.review.mailer import SesMailer, build_review_email
 from functions.review.signing import LinkParams
 from functions.review.store import StoredReview
+from schemas.review import ReviewItem
 
 logger = Logger(service="review")
 SETTINGS = settings.ReviewSettings
 
 
 def send_email(review: StoredReview, params: LinkParams, reminder: bool = False) -> None:
-    """One message for the batch: counts, a few thumbnails, one link. The thumbnails are signed routes of the review
-    API that redirect to a fresh presigned S3 URL when opened: a URL presigned now would die long before the link."""
+    """One message for the batch: counts, a few thumbnails, one link. The thumbnails are routes of the review API
+    that redirect to a fresh presigned S3 URL when opened (a URL presigned now would die long before the link), each
+    signed as an image-only capability for its own preview: fetching them cannot open the page or decide."""
     config = settings.load(SETTINGS)
+    service = aws_review.review_service()
+
+    def thumbnail(item: ReviewItem) -> str:
+        capability = service.image_capability(params.review_id, item.item_id, "preview", params.expires)
+        return aws_review.image_route(config, capability)
+
     message = build_review_email(
         review.task,
         aws_review.review_link(config, params),
-        lambda item: aws_review.image_route(config, params, item, "preview"),
+        thumbnail,
         config.review_sender,
         pending=review.pending_items,
         reminder=reminder,
@@ -53,8 +61,12 @@ def send_reminder(review: StoredReview, params: LinkParams) -> None:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = settings.load(SETTINGS)
     service = aws_review.review_service()
-    emailed = service.digest(send_email)
-    report = service.sweep(timedelta(seconds=config.review_remind_before_seconds), send_reminder)
+    # Both stop early, leaving the rest to the next run, rather than running into the function's timeout.
+    time_left_ms = context.get_remaining_time_in_millis
+    emailed = service.digest(send_email, time_left_ms=time_left_ms)
+    report = service.sweep(
+        timedelta(seconds=config.review_remind_before_seconds), send_reminder, time_left_ms=time_left_ms
+    )
     result = {"emailed": emailed, "reminded": report.reminded, "expired": report.expired, "resumed": report.resumed}
     logger.info("review sweep done", extra=result)
     return result

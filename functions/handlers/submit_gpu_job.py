@@ -4,20 +4,24 @@ State machine parameters: `{"task_token.$": "$$.Task.Token", "attempt.$": "$$.St
 "execution_arn.$": "$$.Execution.Id"}` where `job` is a JobRequest without the attempt. The attempt number goes
 into the job id (the InferenceId) and the output prefix, so a retry is a new job and a duplicate delivery of the
 same attempt is not: the job store's conditional put makes `InvokeEndpointAsync` happen once per attempt. The
-token is stored server-side (KMS-encrypted table) and returned to nobody.
+token is stored server-side (KMS-encrypted table) and returned to nobody, nor echoed by a validation error (pydantic
+puts input values in its messages: they are dropped here). A throttle or transient AWS error is raised as
+`TransientServiceError`, which the state machine retries; a retry is the same attempt, so nothing is invoked twice.
 """
 
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr, ValidationError
+from pydantic_core import InitErrorDetails
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore, Registration
+from functions.adapters.aws.transient import retry_transient
 from schemas import GpuJobTask, JobRequest
 
 logger = Logger(service="gpu-jobs")
@@ -29,7 +33,23 @@ REQUESTS_PREFIX = "gpu/requests/"
 
 
 class SubmitRequest(GpuJobTask):
+    model_config = ConfigDict(hide_input_in_errors=True)  # the input holds the task token
+
     task_token: SecretStr = Field(min_length=1, max_length=2048)  # Step Functions tokens run up to 2048 characters
+
+
+def parse_request(event: dict[str, Any]) -> SubmitRequest:
+    """The task's input as a SubmitRequest. A refusal says which fields are wrong and why, never what they held:
+    pydantic keeps each input value in the error (`errors()`, `json()`), and the whole event when a field is missing.
+    """
+    try:
+        return parse(event=event, model=SubmitRequest)
+    except ValidationError as error:
+        details = [
+            InitErrorDetails(type=detail["type"], loc=detail["loc"], input="[redacted]", ctx=detail.get("ctx", {}))
+            for detail in error.errors(include_url=False, include_input=False)
+        ]
+        raise ValidationError.from_exception_data(error.title, details, hide_input=True) from None
 
 
 def job_for_attempt(job: JobRequest, attempt: int) -> JobRequest:
@@ -80,6 +100,6 @@ def submit(event: SubmitRequest) -> dict[str, Any]:
 @logger.inject_lambda_context(log_event=False)  # the event holds the task token
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_parser(model=SubmitRequest)
-def lambda_handler(event: SubmitRequest, context: LambdaContext) -> dict[str, Any]:
-    return submit(event)
+@retry_transient
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return submit(parse_request(event))

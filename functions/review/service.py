@@ -21,17 +21,23 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from functions.review.signing import (
+    ImageParams,
     LinkParams,
     LinkRefusedError,
     SigningKeys,
     check_csrf,
     csrf_token,
     new_review_id,
+    sign_image,
     sign_link,
+    verify_image,
     verify_link,
 )
 from functions.review.store import (
+    DIGEST_MAX_REVIEWS,
     MAX_BATCH_MEMBERS,
+    SWEEP_MAX_BATCHES,
+    SWEEP_MAX_REVIEWS,
     AlreadyDecided,
     BatchStore,
     DecideResult,
@@ -52,6 +58,13 @@ DIGEST_MAX_IMAGES = 50
 assert DIGEST_MAX_IMAGES <= MAX_BATCH_MEMBERS
 
 SendBatchEmail = Callable[[StoredReview, LinkParams], None]
+TimeLeftMs = Callable[[], int]  # a Lambda context's get_remaining_time_in_millis
+STOP_WITH_MS_LEFT = 30_000  # a scheduled run takes no new review or batch with less time than this left
+RETRY_TELLING_AFTER = timedelta(minutes=15)  # a resume or expiry report that failed again waits behind the others
+
+
+def _out_of_time(time_left_ms: TimeLeftMs | None) -> bool:
+    return time_left_ms is not None and time_left_ms() < STOP_WITH_MS_LEFT
 
 
 class ResumeStatus(StrEnum):
@@ -108,6 +121,8 @@ class SweepReport:
     reminded: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
+    expiry_reported: list[str] = field(default_factory=list)  # expired earlier; reporting it had failed until now
+    stopped_early: bool = False  # the run's time ran short: the next run goes on from the store's queues
 
 
 def describe_result(result: DecideResult) -> str:
@@ -243,6 +258,27 @@ class ReviewService:
     def csrf(self, params: LinkParams) -> str:
         return csrf_token(self.keys, params)
 
+    # -- images (GET) --------------------------------------------------------------------------------------------
+
+    def image_capability(self, review_id: str, item_id: str, kind: str, expires: int) -> ImageParams:
+        """An image-only capability for one item's image: what email thumbnails and page images carry."""
+        return sign_image(self.keys, review_id, item_id, kind, expires)
+
+    def open_image(
+        self, review_id: str, item_id: str, kind: str, fields: dict[str, str]
+    ) -> tuple[StoredReview, ReviewItem | None]:
+        """Verify an image request and read the review. It may carry the image capability for exactly this image
+        (`t`), or the review link itself (`s`), whose holder may see every image anyway. Never writes anything."""
+        if "t" in fields and "s" not in fields:
+            image = ImageParams.from_fields(review_id, item_id, kind, fields)
+            verify_image(self.keys, image, self.clock().timestamp())
+            review = self.view(review_id)
+            if review is None:
+                raise LinkRefusedError("unknown review")
+        else:
+            review, _ = self.open(review_id, fields)
+        return review, review.item(item_id)
+
     # -- POST ----------------------------------------------------------------------------------------------------
 
     def decide(
@@ -342,6 +378,10 @@ class ReviewService:
         """pending -> expired, and tell whatever waits. None when the batch was no longer pending."""
         if not self.store.expire(review_id):
             return None
+        return self._report_expiry(review_id)
+
+    def _report_expiry(self, review_id: str) -> ResumeStatus:
+        """Fail the waiting workflow with the expiry. On failure the review stays untold, and the sweep retries."""
         review = self.store.get(review_id)
         assert review is not None
         cause = (
@@ -351,25 +391,37 @@ class ReviewService:
         try:
             status = self.resumer.fail_expired(review_id, self.store.resume_handle(review_id), cause)
         except Exception:
-            logger.exception("reporting the expiry failed", extra={"review_id": review_id})
+            logger.exception("reporting the expiry failed; the sweep retries it", extra={"review_id": review_id})
             return ResumeStatus.DEFERRED
         self.store.mark_resumed(review_id, self.clock())
         return status
 
     # -- digest batches (AWS) ------------------------------------------------------------------------------------
 
-    def digest(self, send: SendBatchEmail) -> list[str]:
+    def digest(
+        self,
+        send: SendBatchEmail,
+        time_left_ms: TimeLeftMs | None = None,
+        max_reviews: int | None = None,
+        max_batches: int | None = None,
+    ) -> list[str]:
         """Scheduled: gather the reviews awaiting a digest per brand and reviewer list into batches, and email each
-        batch once (one message, one link). Returns the ids of the batches emailed by this run."""
+        batch once (one message, one link). Returns the ids of the batches emailed by this run.
+
+        Bounded: at most `max_reviews` reviews and `max_batches` batches are read, and no new batch is formed or
+        emailed once `time_left_ms()` runs short; what is left waits in the store's queues for the next run.
+        The bounds default to DIGEST_MAX_REVIEWS and SWEEP_MAX_BATCHES."""
         if self.batches is None:
             raise ValueError("digest batching needs a batch store (DynamoDB); a local run emails its review itself")
         now = self.clock()
         groups: dict[tuple[str, tuple[str, ...]], list[ReviewTask]] = defaultdict(list)
-        for task in self.batches.awaiting_digest():
+        for task in self.batches.awaiting_digest(now, max_reviews or DIGEST_MAX_REVIEWS):
             groups[(task.brand, tuple(task.reviewers))].append(task)
         for (brand, reviewers), tasks in groups.items():
             tasks.sort(key=lambda task: (task.items[0].sku, task.created_at))  # the page groups by product
             for start in range(0, len(tasks), DIGEST_MAX_IMAGES):
+                if _out_of_time(time_left_ms):
+                    break
                 chunk = tasks[start : start + DIGEST_MAX_IMAGES]
                 batch = StoredBatch(
                     batch_id=new_review_id(),
@@ -384,7 +436,9 @@ class ReviewService:
                     logger.info("digest batch formed", extra={"batch_id": batch.batch_id, "reviews": len(claimed)})
 
         emailed: list[str] = []
-        for batch in self.batches.batches_to_email():
+        for batch in self.batches.batches_to_email(max_batches or SWEEP_MAX_BATCHES):
+            if _out_of_time(time_left_ms):
+                break
             # Mark first, then send: a batch is emailed at most once. A failed send is unmarked for the next run;
             # a crash between the two is covered by the reminder that still goes out before the link expires.
             if not self.batches.mark_batch_emailed(batch.batch_id, now):
@@ -404,35 +458,60 @@ class ReviewService:
             emailed.append(batch.batch_id)
         return emailed
 
-    def _remind_batches(self, now: datetime, remind_before: timedelta, send_reminder: SendBatchEmail) -> list[str]:
+    def _remind_batches(
+        self, now: datetime, remind_before: timedelta, send_reminder: SendBatchEmail, time_left_ms: TimeLeftMs | None
+    ) -> list[str]:
         if self.batches is None:
             return []
         reminded = []
-        for batch in self.batches.batches_to_remind(now):
+        for batch in self.batches.batches_to_remind(now, remind_before, SWEEP_MAX_BATCHES):
+            if _out_of_time(time_left_ms):
+                break
             if batch.expires_at - now > remind_before:
                 continue
             loaded = self._batch_view(batch)
             if loaded is None or loaded[0].state is not ReviewState.PENDING:
+                self.batches.close_batch(batch.batch_id)  # nobody left to remind: no later run reads it again
                 continue
             if self.batches.mark_batch_reminded(batch.batch_id, now):  # mark, then send, as for a single review
                 send_reminder(loaded[0], self.link_for(loaded[0].task))
                 reminded.append(batch.batch_id)
         return reminded
 
-    def sweep(self, remind_before: timedelta, send_reminder: SendBatchEmail) -> SweepReport:
-        """Scheduled: remind once before expiry, expire what is past its time, retry resumes that failed.
+    def sweep(
+        self,
+        remind_before: timedelta,
+        send_reminder: SendBatchEmail,
+        time_left_ms: TimeLeftMs | None = None,
+        max_reviews: int | None = None,
+    ) -> SweepReport:
+        """Scheduled: remind once before expiry, expire what is past its time, retry resumes and expiry reports that
+        failed.
 
         Expiry and resumes are per review (each fails or resumes its own workflow); a review in a digest batch is
-        reminded with its batch, in one message for the batch."""
+        reminded with its batch, in one message for the batch. Bounded: the store hands over at most `max_reviews`
+        (default SWEEP_MAX_REVIEWS) reviews that have work due, most urgent first, and the run stops taking new ones
+        once `time_left_ms()` runs short; the rest stay due for the next run."""
         report = SweepReport()
         now = self.clock()
-        for review in self.store.open_reviews():
+        for review in self.store.open_reviews(now, remind_before, max_reviews or SWEEP_MAX_REVIEWS):
+            if _out_of_time(time_left_ms):
+                report.stopped_early = True
+                break
             review_id = review.review_id
             if review.state is ReviewState.DECIDED:
-                if self._resume(review_id) is not ResumeStatus.DEFERRED:
+                if self._resume(review_id) is ResumeStatus.DEFERRED:
+                    self.store.retry_later(review_id, now + RETRY_TELLING_AFTER)
+                else:
                     report.resumed.append(review_id)
             elif review.state is ReviewState.EXPIRED:
-                continue
+                if review.resumed_at is not None:
+                    continue
+                # Expired by an earlier run whose SendTaskFailure failed: report it again.
+                if self._report_expiry(review_id) is ResumeStatus.DEFERRED:
+                    self.store.retry_later(review_id, now + RETRY_TELLING_AFTER)
+                else:
+                    report.expiry_reported.append(review_id)
             elif now >= review.task.expires_at:
                 if self.expire(review_id) is not None:
                     report.expired.append(review_id)
@@ -446,7 +525,8 @@ class ReviewService:
             ):
                 send_reminder(review, self.link_for(review.task))
                 report.reminded.append(review_id)
-        report.reminded.extend(self._remind_batches(now, remind_before, send_reminder))
+        if not report.stopped_early:
+            report.reminded.extend(self._remind_batches(now, remind_before, send_reminder, time_left_ms))
         return report
 
 

@@ -8,6 +8,10 @@ line built from a review cannot leak it.
 On AWS the DynamoDB store also keeps digest batches (`BatchStore`): a batch row (sk `batch`) lists its member reviews,
 and is written in one transaction with each member's claim (`awaiting_digest` -> `batch_id`), so a review joins at
 most one batch. Decisions stay on the member reviews.
+
+The scheduled sweep and digest read bounded pages, never the whole table: on DynamoDB a review or batch row carries
+`sweep_queue` (and `sweep_at`) only while it has scheduled work left, so the sparse index `sweep` holds just those
+rows, per queue in `sweep_at` order (see `DynamoDBReviewStore`). A row leaves the index once its work is done.
 """
 
 import json
@@ -15,7 +19,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,22 +117,34 @@ class ReviewStore(Protocol):
         """Record that the reminder went out; True only the first time."""
         ...
 
-    def mark_resumed(self, review_id: str, now: datetime) -> None: ...
+    def mark_resumed(self, review_id: str, now: datetime) -> None:
+        """The waiting workflow was told (resumed, or failed for expiry): the sweep has nothing left to do here."""
+        ...
 
-    def open_reviews(self) -> list[StoredReview]:
-        """Batches still pending, or decided but not yet resumed (a resume that failed and must be retried)."""
+    def open_reviews(self, now: datetime, remind_before: timedelta, limit: int) -> list[StoredReview]:
+        """At most `limit` reviews with work for the sweep at `now`: decided or expired ones whose workflow was not
+        told yet (a resume or an expiry report that failed), pending ones past their expiry, and pending ones within
+        `remind_before` of it with no reminder sent. Most urgent first."""
+        ...
+
+    def retry_later(self, review_id: str, at: datetime) -> None:
+        """Telling the workflow failed again: look at this review after `at`, behind the others due now."""
         ...
 
 
 # A batch is written in one transaction with the claims of its members, and a transaction holds at most 100 writes.
 MAX_BATCH_MEMBERS = 99
+# What one scheduled run reads at most (the sweep Lambda has 4 minutes; each review may cost a Step Functions call).
+SWEEP_MAX_REVIEWS = 200
+DIGEST_MAX_REVIEWS = 500  # ten digest emails of 50 images per run
+SWEEP_MAX_BATCHES = 100
 
 
 class BatchStore(Protocol):
     """Digest batches (AWS): reviews created `awaiting_digest` are claimed into batches that are emailed once."""
 
-    def awaiting_digest(self) -> list[ReviewTask]:
-        """Pending reviews that no batch has claimed yet."""
+    def awaiting_digest(self, now: datetime, limit: int) -> list[ReviewTask]:
+        """At most `limit` unexpired pending reviews that no batch has claimed yet, the soonest to expire first."""
         ...
 
     def create_batch(self, batch: StoredBatch) -> tuple[str, ...]:
@@ -138,12 +154,12 @@ class BatchStore(Protocol):
 
     def get_batch(self, batch_id: str) -> StoredBatch | None: ...
 
-    def batches_to_email(self) -> list[StoredBatch]:
-        """Batches whose first email has not been sent."""
+    def batches_to_email(self, limit: int) -> list[StoredBatch]:
+        """At most `limit` batches whose first email has not been sent."""
         ...
 
-    def batches_to_remind(self, now: datetime) -> list[StoredBatch]:
-        """Emailed, unexpired batches with no reminder sent yet."""
+    def batches_to_remind(self, now: datetime, remind_before: timedelta, limit: int) -> list[StoredBatch]:
+        """At most `limit` emailed batches, unexpired but within `remind_before` of expiry, with no reminder yet."""
         ...
 
     def mark_batch_emailed(self, batch_id: str, now: datetime) -> bool:
@@ -155,6 +171,10 @@ class BatchStore(Protocol):
         ...
 
     def mark_batch_reminded(self, batch_id: str, now: datetime) -> bool: ...
+
+    def close_batch(self, batch_id: str) -> None:
+        """Nothing more to email for this batch (every member is decided or expired): no run reads it again."""
+        ...
 
 
 def _ts(moment: datetime) -> float:
@@ -337,13 +357,26 @@ class SQLiteReviewStore:
         with self._transaction() as db:
             db.execute("UPDATE reviews SET resumed_at = ? WHERE review_id = ?", (now.isoformat(), review_id))
 
-    def open_reviews(self) -> list[StoredReview]:
+    def open_reviews(self, now: datetime, remind_before: timedelta, limit: int) -> list[StoredReview]:
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT review_id FROM reviews WHERE state = ? OR (state = ? AND resumed_at IS NULL)",
-                (ReviewState.PENDING.value, ReviewState.DECIDED.value),
+                "SELECT review_id FROM reviews WHERE (state IN (?, ?) AND resumed_at IS NULL) "
+                "OR (state = ? AND (expires_at <= ? OR (expires_at <= ? AND reminder_sent_at IS NULL))) "
+                "ORDER BY state = ?, expires_at LIMIT ?",
+                (
+                    ReviewState.DECIDED.value,
+                    ReviewState.EXPIRED.value,
+                    ReviewState.PENDING.value,
+                    _ts(now),
+                    _ts(now + remind_before),
+                    ReviewState.PENDING.value,
+                    limit,
+                ),
             ).fetchall()
             return [review for review in (self._read(db, row[0]) for row in rows) if review is not None]
+
+    def retry_later(self, review_id: str, at: datetime) -> None:
+        """Locally the sweep reads every open review of the run anyway (a run is one review): nothing to reorder."""
 
 
 # -- DynamoDB (AWS) -------------------------------------------------------------------------------------------------
@@ -353,12 +386,32 @@ _ITEM_PREFIX = "item#"
 _BATCH_SK = "batch"
 _AWAITING_DIGEST = "awaiting_digest"  # present only until a batch claims the review (a sparse marker)
 
+# The sparse index of scheduled work (cdk/catalog_infra/review.py declares the same names): a row is in it only while
+# it carries `sweep_queue`; within a queue, `sweep_at` (epoch seconds) orders it and says when it is due.
+SWEEP_INDEX = "sweep"
+SWEEP_QUEUE = "sweep_queue"
+SWEEP_AT = "sweep_at"
+QUEUE_REMIND = "review#remind"  # pending, may get its own reminder (sweep_at = expires_at, read remind_before early)
+QUEUE_EXPIRE = "review#expire"  # pending, reminded or in a batch: only its expiry is due (sweep_at = expires_at)
+QUEUE_DIGEST = "review#digest"  # pending and awaiting a digest batch (sweep_at = expires_at)
+QUEUE_TELL = "review#tell"  # decided or expired; the workflow is not told yet (sweep_at = when to try, 0 = now)
+QUEUE_BATCH_EMAIL = "batch#email"  # a batch whose email is not sent (sweep_at = expires_at)
+QUEUE_BATCH_REMIND = "batch#remind"  # an emailed batch, not reminded yet (sweep_at = expires_at)
+_PAGE = 100  # rows per index query
+
 
 class DynamoDBReviewStore:
     """One table, partition key `pk` (the review id), sort key `sk` (`review`, or `item#<item id>`).
 
     The table is encrypted at rest with a customer-managed KMS key by the CDK stack, because the `resume_handle`
     attribute holds the task token: whoever has it can resume or fail the execution.
+
+    Scheduled work is found through the sparse index `sweep` (partition `sweep_queue`, sort `sweep_at`, keys only),
+    never by a scan. Each conditional write that changes what a row waits for moves it between queues, and the write
+    that finishes its work removes it from the index:
+    created -> review#digest (or review#remind) -> claimed by a batch, or reminded -> review#expire;
+    decided or expired -> review#tell -> workflow told (`mark_resumed`) -> out.
+    Batches: created -> batch#email -> emailed -> batch#remind -> reminded, or nothing left to ask -> out.
     """
 
     def __init__(self, client: Any, table_name: str) -> None:
@@ -378,6 +431,8 @@ class DynamoDBReviewStore:
             review["resume_handle"] = {"S": resume_handle}
         if awaiting_digest:
             review[_AWAITING_DIGEST] = {"BOOL": True}
+        review[SWEEP_QUEUE] = {"S": QUEUE_DIGEST if awaiting_digest else QUEUE_REMIND}
+        review[SWEEP_AT] = review["expires_at"]
         puts = [{"Put": {"TableName": self.table, "Item": review, "ConditionExpression": "attribute_not_exists(pk)"}}]
         puts += [
             {
@@ -515,74 +570,120 @@ class DynamoDBReviewStore:
         # batch makes exactly one of several concurrent last deciders the one that resumes the workflow.
         return self._conditional_update(
             review_id,
-            "SET #state = :decided",
+            f"SET #state = :decided, {SWEEP_QUEUE} = :tell, {SWEEP_AT} = :due",
             "#state = :pending",
-            {":pending": {"S": ReviewState.PENDING.value}, ":decided": {"S": ReviewState.DECIDED.value}},
+            {
+                ":pending": {"S": ReviewState.PENDING.value},
+                ":decided": {"S": ReviewState.DECIDED.value},
+                ":tell": {"S": QUEUE_TELL},
+                ":due": {"N": "0"},
+            },
         )
 
     def expire(self, review_id: str) -> bool:
         return self._conditional_update(
             review_id,
-            "SET #state = :expired",
+            f"SET #state = :expired, {SWEEP_QUEUE} = :tell, {SWEEP_AT} = :due",
             "#state = :pending",
-            {":pending": {"S": ReviewState.PENDING.value}, ":expired": {"S": ReviewState.EXPIRED.value}},
+            {
+                ":pending": {"S": ReviewState.PENDING.value},
+                ":expired": {"S": ReviewState.EXPIRED.value},
+                ":tell": {"S": QUEUE_TELL},
+                ":due": {"N": "0"},
+            },
         )
 
     def mark_reminded(self, review_id: str, now: datetime) -> bool:
-        return self._conditional_update(
+        if not self._conditional_update(
             review_id,
             "SET reminder_sent_at = :now",
             "attribute_exists(pk) AND attribute_not_exists(reminder_sent_at)",
             {":now": {"S": now.isoformat()}},
+        ):
+            return False
+        # Only its expiry is left for the sweep (unless the review moved on meanwhile: then its queue is right).
+        self._conditional_update(
+            review_id,
+            f"SET {SWEEP_QUEUE} = :expire",
+            f"{SWEEP_QUEUE} = :remind",
+            {":remind": {"S": QUEUE_REMIND}, ":expire": {"S": QUEUE_EXPIRE}},
         )
+        return True
 
     def mark_resumed(self, review_id: str, now: datetime) -> None:
         self._conditional_update(
-            review_id, "SET resumed_at = :now", "attribute_exists(pk)", {":now": {"S": now.isoformat()}}
+            review_id,
+            f"SET resumed_at = :now REMOVE {SWEEP_QUEUE}, {SWEEP_AT}",
+            "attribute_exists(pk)",
+            {":now": {"S": now.isoformat()}},
         )
 
-    def open_reviews(self) -> list[StoredReview]:
-        # A scan with a filter is fine for the few hundred open batches a brand has; a sparse GSI can replace it.
+    def retry_later(self, review_id: str, at: datetime) -> None:
+        self._conditional_update(
+            review_id,
+            f"SET {SWEEP_AT} = :at",
+            f"{SWEEP_QUEUE} = :tell",
+            {":at": {"N": str(int(_ts(at)))}, ":tell": {"S": QUEUE_TELL}},
+        )
+
+    def _due(self, queue: str, limit: int, up_to: int | None = None, after: int | None = None) -> Iterator[str]:
+        """The `pk` of at most `limit` rows of one queue, in `sweep_at` order, with `after < sweep_at <= up_to`."""
+        condition = f"{SWEEP_QUEUE} = :queue"
+        values: dict[str, Any] = {":queue": {"S": queue}}
+        if up_to is not None and after is not None:
+            condition += f" AND {SWEEP_AT} BETWEEN :after AND :up_to"
+            values[":after"], values[":up_to"] = {"N": str(after + 1)}, {"N": str(up_to)}
+        elif up_to is not None:
+            condition += f" AND {SWEEP_AT} <= :up_to"
+            values[":up_to"] = {"N": str(up_to)}
+        elif after is not None:
+            condition += f" AND {SWEEP_AT} > :after"
+            values[":after"] = {"N": str(after)}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "FilterExpression": "sk = :review AND (#state = :pending OR (#state = :decided AND "
-            "attribute_not_exists(resumed_at)))",
-            "ProjectionExpression": "pk",
-            "ExpressionAttributeNames": {"#state": "state"},
-            "ExpressionAttributeValues": {
-                ":review": {"S": _REVIEW_SK},
-                ":pending": {"S": ReviewState.PENDING.value},
-                ":decided": {"S": ReviewState.DECIDED.value},
-            },
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
         }
-        ids: list[str] = []
-        while True:
-            page = self.client.scan(**kwargs)
-            ids.extend(row["pk"]["S"] for row in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return [review for review in (self.get(review_id) for review_id in ids) if review is not None]
-
-    # -- digest batches --------------------------------------------------------------------------------------------
-
-    def _scan(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        kwargs["TableName"] = self.table
-        while True:
-            page = self.client.scan(**kwargs)
-            yield from page.get("Items", [])
+        left = limit
+        while left > 0:
+            page = self.client.query(Limit=min(_PAGE, left), **kwargs)
+            rows = page.get("Items", [])
+            left -= len(rows)
+            yield from (row["pk"]["S"] for row in rows)
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def awaiting_digest(self) -> list[ReviewTask]:
-        rows = self._scan(
-            FilterExpression=f"sk = :review AND attribute_exists({_AWAITING_DIGEST}) AND #state = :pending",
-            ProjectionExpression="task",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={":review": {"S": _REVIEW_SK}, ":pending": {"S": ReviewState.PENDING.value}},
-        )
-        return [ReviewTask.model_validate_json(row["task"]["S"]) for row in rows]
+    def open_reviews(self, now: datetime, remind_before: timedelta, limit: int) -> list[StoredReview]:
+        now_s, horizon = int(_ts(now)), int(_ts(now + remind_before))
+        ids: list[str] = []
+        for queue, up_to in (
+            (QUEUE_TELL, now_s),
+            (QUEUE_EXPIRE, now_s),
+            (QUEUE_DIGEST, now_s),
+            (QUEUE_REMIND, horizon),
+        ):
+            ids.extend(self._due(queue, limit - len(ids), up_to=up_to))
+        # The index lags the table: read each review consistently, and drop one whose workflow was told meanwhile.
+        reviews = [review for review in (self.get(review_id) for review_id in ids) if review is not None]
+        return [r for r in reviews if r.state is ReviewState.PENDING or r.resumed_at is None]
+
+    # -- digest batches --------------------------------------------------------------------------------------------
+
+    def awaiting_digest(self, now: datetime, limit: int) -> list[ReviewTask]:
+        tasks = []
+        for review_id in self._due(QUEUE_DIGEST, limit, after=int(_ts(now))):
+            head = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": {"S": review_id}, "sk": {"S": _REVIEW_SK}},
+                ProjectionExpression=f"task, #state, {_AWAITING_DIGEST}",
+                ExpressionAttributeNames={"#state": "state"},
+                ConsistentRead=True,
+            ).get("Item")
+            if head and _AWAITING_DIGEST in head and head["state"]["S"] == ReviewState.PENDING.value:
+                tasks.append(ReviewTask.model_validate_json(head["task"]["S"]))
+        return tasks
 
     def _claimable(self, review_id: str) -> bool:
         head = self.client.get_item(
@@ -605,18 +706,21 @@ class DynamoDBReviewStore:
                 "members": {"L": [{"S": member} for member in members]},
                 "created_at": {"S": batch.created_at.isoformat()},
                 "expires_at": {"N": str(int(_ts(batch.expires_at)))},
+                SWEEP_QUEUE: {"S": QUEUE_BATCH_EMAIL},
+                SWEEP_AT: {"N": str(int(_ts(batch.expires_at)))},
             }
             claims = [
                 {
                     "Update": {
                         "TableName": self.table,
                         "Key": {"pk": {"S": member}, "sk": {"S": _REVIEW_SK}},
-                        "UpdateExpression": f"SET batch_id = :batch REMOVE {_AWAITING_DIGEST}",
+                        "UpdateExpression": f"SET batch_id = :batch, {SWEEP_QUEUE} = :expire REMOVE {_AWAITING_DIGEST}",
                         "ConditionExpression": f"attribute_exists({_AWAITING_DIGEST}) AND #state = :pending",
                         "ExpressionAttributeNames": {"#state": "state"},
                         "ExpressionAttributeValues": {
                             ":batch": {"S": batch.batch_id},
                             ":pending": {"S": ReviewState.PENDING.value},
+                            ":expire": {"S": QUEUE_EXPIRE},
                         },
                     }
                 }
@@ -649,40 +753,46 @@ class DynamoDBReviewStore:
         ).get("Item")
         return self._batch(row) if row else None
 
-    def batches_to_email(self) -> list[StoredBatch]:
-        rows = self._scan(
-            FilterExpression="sk = :batch AND attribute_not_exists(emailed_at)",
-            ExpressionAttributeValues={":batch": {"S": _BATCH_SK}},
-        )
-        return [self._batch(row) for row in rows]
+    def _batches(self, batch_ids: Iterator[str]) -> list[StoredBatch]:
+        return [batch for batch in (self.get_batch(batch_id) for batch_id in batch_ids) if batch is not None]
 
-    def batches_to_remind(self, now: datetime) -> list[StoredBatch]:
-        rows = self._scan(
-            FilterExpression="sk = :batch AND attribute_exists(emailed_at) AND "
-            "attribute_not_exists(reminder_sent_at) AND expires_at > :now",
-            ExpressionAttributeValues={":batch": {"S": _BATCH_SK}, ":now": {"N": str(int(_ts(now)))}},
-        )
-        return [self._batch(row) for row in rows]
+    def batches_to_email(self, limit: int) -> list[StoredBatch]:
+        return [b for b in self._batches(self._due(QUEUE_BATCH_EMAIL, limit)) if b.emailed_at is None]
+
+    def batches_to_remind(self, now: datetime, remind_before: timedelta, limit: int) -> list[StoredBatch]:
+        due = self._due(QUEUE_BATCH_REMIND, limit, up_to=int(_ts(now + remind_before)), after=int(_ts(now)))
+        return [b for b in self._batches(due) if b.emailed_at is not None and b.reminder_sent_at is None]
 
     def mark_batch_emailed(self, batch_id: str, now: datetime) -> bool:
         return self._conditional_update(
             batch_id,
-            "SET emailed_at = :now",
+            f"SET emailed_at = :now, {SWEEP_QUEUE} = :remind",
             "attribute_exists(pk) AND attribute_not_exists(emailed_at)",
-            {":now": {"S": now.isoformat()}},
+            {":now": {"S": now.isoformat()}, ":remind": {"S": QUEUE_BATCH_REMIND}},
             sk=_BATCH_SK,
         )
 
     def unmark_batch_emailed(self, batch_id: str) -> None:
-        self._conditional_update(batch_id, "REMOVE emailed_at", "attribute_exists(pk)", None, sk=_BATCH_SK)
+        self._conditional_update(
+            batch_id,
+            f"SET {SWEEP_QUEUE} = :email REMOVE emailed_at",
+            "attribute_exists(pk)",
+            {":email": {"S": QUEUE_BATCH_EMAIL}},
+            sk=_BATCH_SK,
+        )
 
     def mark_batch_reminded(self, batch_id: str, now: datetime) -> bool:
         return self._conditional_update(
             batch_id,
-            "SET reminder_sent_at = :now",
+            f"SET reminder_sent_at = :now REMOVE {SWEEP_QUEUE}, {SWEEP_AT}",
             "attribute_exists(pk) AND attribute_not_exists(reminder_sent_at)",
             {":now": {"S": now.isoformat()}},
             sk=_BATCH_SK,
+        )
+
+    def close_batch(self, batch_id: str) -> None:
+        self._conditional_update(
+            batch_id, f"REMOVE {SWEEP_QUEUE}, {SWEEP_AT}", "attribute_exists(pk)", None, sk=_BATCH_SK
         )
 
 

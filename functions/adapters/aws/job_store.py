@@ -3,6 +3,11 @@
 The item holds the Step Functions task token, so the table is encrypted with a customer-managed KMS key and only
 the three GPU job Lambdas may read it. Every state change is conditional, so duplicate SNS notifications, Lambda
 retries and the reconciler can race without resuming an execution twice.
+
+An open job (registered or in flight) carries `open_job`, which settling removes: the sparse index `open-jobs`
+(`open_job`, `submitted_at`) holds the open jobs only, oldest first, so the reconciler reads a bounded page of them
+instead of scanning every job ever run. Every item carries `expires_at`, the table's TTL: DynamoDB deletes it (and
+its task token) `JOB_RETENTION_SECONDS` after submission, long after the longest wait for an outcome.
 """
 
 import contextlib
@@ -20,6 +25,13 @@ class JobState(StrEnum):
 
 
 OPEN_STATES = (JobState.REGISTERED, JobState.IN_FLIGHT)
+
+# The sparse index of open jobs (cdk/catalog_infra/gpu_endpoint.py declares the same names).
+OPEN_JOBS_INDEX = "open-jobs"
+OPEN_JOB_ATTRIBUTE = "open_job"  # present, with this one value, only while the job is open
+OPEN_JOB_VALUE = "open"
+TTL_ATTRIBUTE = "expires_at"
+JOB_RETENTION_SECONDS = 14 * 24 * 3600
 
 
 class Registration(StrEnum):
@@ -54,12 +66,15 @@ class GpuJobStore:
         self.clock = clock
 
     def register(self, job_id: str, task_token: str, execution_arn: str | None, input_location: str) -> Registration:
+        now = self.clock()
         item = {
             "job_id": {"S": job_id},
             "state": {"S": JobState.REGISTERED.value},
             "task_token": {"S": task_token},
             "input_location": {"S": input_location},
-            "submitted_at": {"N": f"{self.clock():.3f}"},
+            "submitted_at": {"N": f"{now:.3f}"},
+            OPEN_JOB_ATTRIBUTE: {"S": OPEN_JOB_VALUE},
+            TTL_ATTRIBUTE: {"N": str(int(now) + JOB_RETENTION_SECONDS)},
         }
         if execution_arn:
             item["execution_arn"] = {"S": execution_arn}
@@ -132,7 +147,7 @@ class GpuJobStore:
             self.client.update_item(
                 TableName=self.table,
                 Key={"job_id": {"S": job_id}},
-                UpdateExpression="SET #state = :final, settled_at = :now",
+                UpdateExpression=f"SET #state = :final, settled_at = :now REMOVE {OPEN_JOB_ATTRIBUTE}",
                 ConditionExpression="#state IN (:registered, :in_flight)",
                 ExpressionAttributeNames={"#state": "state"},
                 ExpressionAttributeValues={
@@ -146,23 +161,32 @@ class GpuJobStore:
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
 
-    def open_jobs_submitted_before(self, cutoff: float) -> list[StoredJob]:
-        # A filtered scan is fine for the hundreds of jobs in flight at once; a sparse GSI on open jobs can replace it.
+    def open_jobs_page(
+        self, cutoff: float, limit: int, start_key: dict[str, Any] | None = None
+    ) -> tuple[list[StoredJob], dict[str, Any] | None]:
+        """One page of open jobs submitted before `cutoff`, oldest first: at most `limit` read from the sparse index,
+        each re-read consistently (the index lags the table) and dropped when it is no longer open. Returns the jobs
+        and the key to continue from (None at the end)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "FilterExpression": "#state IN (:registered, :in_flight) AND submitted_at < :cutoff",
-            "ExpressionAttributeNames": {"#state": "state"},
-            "ExpressionAttributeValues": {
-                ":registered": {"S": JobState.REGISTERED.value},
-                ":in_flight": {"S": JobState.IN_FLIGHT.value},
-                ":cutoff": {"N": f"{cutoff:.3f}"},
-            },
-            "ConsistentRead": True,
+            "IndexName": OPEN_JOBS_INDEX,
+            "KeyConditionExpression": f"{OPEN_JOB_ATTRIBUTE} = :open AND submitted_at < :cutoff",
+            "ExpressionAttributeValues": {":open": {"S": OPEN_JOB_VALUE}, ":cutoff": {"N": f"{cutoff:.3f}"}},
+            "Limit": limit,
         }
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        page = self.client.query(**kwargs)
+        jobs = [self.get(row["job_id"]["S"]) for row in page.get("Items", [])]
+        return [job for job in jobs if job is not None and job.state in OPEN_STATES], page.get("LastEvaluatedKey")
+
+    def open_jobs_submitted_before(self, cutoff: float, limit: int = 100) -> list[StoredJob]:
+        """The oldest open jobs submitted before `cutoff`, at most `limit` of them."""
         jobs: list[StoredJob] = []
-        while True:
-            page = self.client.scan(**kwargs)
-            jobs.extend(self._from_row(row) for row in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return jobs
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        start_key: dict[str, Any] | None = None
+        while len(jobs) < limit:
+            page, start_key = self.open_jobs_page(cutoff, limit - len(jobs), start_key)
+            jobs.extend(page)
+            if start_key is None:
+                break
+        return jobs
