@@ -5,6 +5,7 @@ email to `OUT/outbox/`, serves the review page on 127.0.0.1, waits for every dec
 the batch ends `expired`), then publishes what was approved and records what was rejected.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -96,8 +97,11 @@ def items_from_manifest(manifest: RunManifest) -> list[ReviewItem]:
 
 
 def local_service(out_dir: Path, clock: Callable[[], datetime] = now_utc) -> tuple[ReviewService, LocalResumer]:
-    """The local store (`OUT/.review/reviews.sqlite`) and key file (`OUT/.review/keys.json`, mode 0600)."""
+    """The local store (`OUT/.review/reviews.sqlite`) and key file (`OUT/.review/keys.json`, mode 0600), in a folder
+    only the owner can enter (0700): both hold what a link needs."""
     state = out_dir / STATE_DIR
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state, 0o700)  # also a folder an older version created 0755
     resumer = LocalResumer()
     store = SQLiteReviewStore(state / "reviews.sqlite")
     return ReviewService(store, load_local_keys(state / "keys.json"), resumer, clock), resumer
@@ -145,8 +149,8 @@ def serve_and_wait(
         raise ValueError(f"cannot serve the review page on 127.0.0.1:{port}: {error.strerror}") from error
     with server:
         link = server.link(params)
-        preview = server.web.image_urls(StoredReview(task, ReviewState.PENDING, "", {}), params)
-        message = build_review_email(task, link, lambda item: preview(item, "preview"), LOCAL_SENDER)
+        # Thumbnails carry an image-only capability: a mail proxy that fetches them can neither open nor decide.
+        message = build_review_email(task, link, lambda item: server.thumbnail_url(params, item), LOCAL_SENDER)
         email = OutboxMailer(out_dir / OUTBOX_DIR).send(message)
         on_link(link, email)
         try:

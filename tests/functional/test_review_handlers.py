@@ -22,6 +22,8 @@ from functions.handlers import review_api, review_notify, review_schedule
 from functions.review.signing import LinkParams, SigningKeys
 from schemas import QualityFlag, ReviewItem, ReviewItemDetails, ReviewRequest
 
+from .aws_fixtures import create_review_table
+
 REGION = "eu-west-1"
 SENDER = "review@brand.example.com"
 REVIEWER = "buyer@brand.example.com"
@@ -35,6 +37,9 @@ class FakeContext:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{DEFAULT_ACCOUNT_ID}:function:review"
     aws_request_id: str = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 240_000
 
 
 @pytest.fixture
@@ -55,16 +60,7 @@ def aws(monkeypatch):
     config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
     with mock_aws(config=config):
         aws_review.reset()
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_review_table(boto3.client("dynamodb", region_name=REGION), TABLE)
         boto3.client("secretsmanager", region_name=REGION).create_secret(
             Name="catalog/review-keys", SecretString=SigningKeys.generate("k1").to_json()
         )
@@ -505,3 +501,71 @@ def test_a_batch_is_reminded_once_and_each_member_expires_with_review_expired(aw
     assert len(expired["expired"]) == 2
     assert [_execution_status(execution).get("error") for execution, _ in waiting] == ["ReviewExpired"] * 2
     assert service.view(batch_id).state.value == "expired"
+
+
+def _thumbnail_urls(message: email.message.Message) -> list[str]:
+    html = next(p for p in message.walk() if p.get_content_type() == "text/html").get_payload(decode=True).decode()
+    return [chunk.split('"', 1)[0].replace("&amp;", "&") for chunk in html.split('<img src="')[1:]]
+
+
+def test_a_digest_thumbnail_opens_its_image_only_never_the_page_or_a_decision(aws, log_output):
+    # Given the digest email of a waiting image
+    _, body = _start_waiting_execution()
+    review_id, query, _, _ = _notify(body, log_output)
+    thumbnail = urllib.parse.urlsplit(_thumbnail_urls(_sent_mail()[-1])[0])
+    fields = dict(urllib.parse.parse_qsl(thumbnail.query))
+    path = thumbnail.path.removeprefix("/prod")
+    # Then the thumbnail carries its own capability, not the link's signature
+    assert "s" not in fields and query["s"] not in thumbnail.query
+    # When a mail proxy fetches it, Then it is redirected to the presigned image
+    image = review_api.lambda_handler(_api_event("GET", path, fields), FakeContext())
+    assert image["statusCode"] == 302
+    # When its parameters are tried on the page or in a decision, also relabelled as a link signature: refused
+    page = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}", fields), FakeContext())
+    assert page["statusCode"] == 403
+    for value in fields.values():
+        relabelled = {"e": fields.get("e", ""), "k": fields.get("k", ""), "s": value}
+        page = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}", relabelled), FakeContext())
+        assert page["statusCode"] == 403
+        post = json.dumps(
+            {**relabelled, "csrf": _csrf(review_id, query), "decisions": [{"item_id": "i1", "verdict": "approved"}]}
+        )
+        decided = review_api.lambda_handler(
+            _api_event("POST", f"/review/{review_id}", body=post, content_type="application/json"), FakeContext()
+        )
+        assert decided["statusCode"] == 403
+    post = json.dumps(
+        {**fields, "csrf": _csrf(review_id, query), "decisions": [{"item_id": "i1", "verdict": "approved"}]}
+    )
+    decided = review_api.lambda_handler(
+        _api_event("POST", f"/review/{review_id}", body=post, content_type="application/json"), FakeContext()
+    )
+    assert decided["statusCode"] == 403
+    # And it is scoped to its item and kind
+    for other in (path.replace("/preview", "/original"), path.rsplit("/", 2)[0] + "/not-an-item/preview"):
+        refused = review_api.lambda_handler(_api_event("GET", other, fields), FakeContext())
+        assert refused["statusCode"] in (403, 404)
+    assert aws_review.review_service().view(review_id).decisions == {}
+
+
+def test_a_link_emailed_before_a_key_rotation_still_opens_after_the_functions_reread_the_secret(
+    aws, log_output, monkeypatch
+):
+    from functions.review.signing import rotate_key_document
+
+    # Given a digest email sent with the deployed key
+    _, body = _start_waiting_execution()
+    review_id, query, _, _ = _notify(body, log_output)
+    # When the secret is rotated (staged, then activated) and a warm function's keys are older than their max age
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    current = secrets.get_secret_value(SecretId="catalog/review-keys")["SecretString"]
+    staged = rotate_key_document(current, "k2", activate=False)
+    secrets.put_secret_value(
+        SecretId="catalog/review-keys", SecretString=SigningKeys.from_json(staged).activated("k2").to_json()
+    )
+    later = time.monotonic() + aws_review.KEYS_MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(aws_review.time, "monotonic", lambda: later)
+    # Then the function signs with the new key, and the link sent before the rotation still opens
+    assert aws_review.review_service().keys.active == "k2"
+    page = review_api.lambda_handler(_api_event("GET", f"/review/{review_id}", query), FakeContext())
+    assert page["statusCode"] == 200 and query["k"] == "k1"

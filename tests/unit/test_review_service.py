@@ -245,6 +245,39 @@ def test_expiry_ends_the_batch_and_refuses_later_decisions(setup):
     assert service.sweep(timedelta(hours=2), lambda review, link: None).expired == []
 
 
+class FailsOnceResumer(RecordingResumer):
+    """Step Functions unreachable for the first SendTaskFailure, then back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def fail_expired(self, review_id, handle, cause):
+        self.attempts += 1
+        if self.attempts == 1:
+            raise ConnectionError("Step Functions did not answer")
+        return super().fail_expired(review_id, handle, cause)
+
+
+def test_a_failed_expiry_report_is_retried_by_the_next_sweep(setup):
+    service, store, _, clock, task, _, _ = setup
+    # Given a resumer whose first SendTaskFailure fails
+    resumer = service.resumer = FailsOnceResumer()
+    clock.now += timedelta(hours=1, seconds=1)
+    # When the sweep expires the batch and reporting the expiry fails
+    first = service.sweep(timedelta(hours=2), lambda review, link: None)
+    assert first.expired == [task.review_id] and resumer.attempts == 1 and resumer.failed == []
+    assert store.get(task.review_id).state is ReviewState.EXPIRED and store.get(task.review_id).resumed_at is None
+    # Then the next sweep reports it again, and once it got through, no later sweep reports it a third time
+    clock.now += timedelta(minutes=5)
+    second = service.sweep(timedelta(hours=2), lambda review, link: None)
+    third = service.sweep(timedelta(hours=2), lambda review, link: None)
+    assert second.expiry_reported == [task.review_id] and third.expiry_reported == []
+    assert resumer.attempts == 2 and [failed[:2] for failed in resumer.failed] == [(task.review_id, "TOKEN-123")]
+    assert "expired with 3 of 3 item(s) undecided" in resumer.failed[0][2]
+    assert store.get(task.review_id).resumed_at == clock.now
+
+
 def test_store_refuses_a_decision_after_expiry_even_before_the_sweep(setup):
     _service, store, _, clock, task, _, _ = setup
     from schemas.review import ReviewDecision

@@ -146,3 +146,86 @@ def test_the_flat_secret_that_secrets_manager_generates_is_accepted():
         verify_link(SigningKeys.generate("k1"), params, now=1_000_000_000)
     with pytest.raises(ValueError, match="at least"):
         SigningKeys.from_json(json.dumps({"active": "k1", "k1": "short"}))
+
+
+# -- issue 9 item 4: one key format, and rotation keeps the links already sent ------------------------------------
+
+
+def _stack_generated_document() -> str:
+    """What Secrets Manager stores at deploy: the stack's template plus its one generated field (hex characters)."""
+    from cdk.catalog_infra.review import SIGNING_KEYS_GENERATED_FIELD, SIGNING_KEYS_TEMPLATE
+
+    document = json.loads(SIGNING_KEYS_TEMPLATE)
+    document[SIGNING_KEYS_GENERATED_FIELD] = "0123456789abcdef" * 4  # 64 characters from the hex alphabet
+    return json.dumps(document)
+
+
+LEGACY_FLAT = json.dumps({"active": "k1", "k1": "Ab3" * 21 + "x"})  # what the stack generated before: 64 characters
+
+
+@pytest.mark.parametrize(
+    "document",
+    [_stack_generated_document, lambda: LEGACY_FLAT, lambda: SigningKeys.generate("k1").to_json()],
+    ids=["stack-generated", "legacy-flat", "local-file"],
+)
+def test_a_link_signed_before_a_rotation_still_opens_after_it(document):
+    from functions.review.signing import rotate_key_document
+
+    # Given the secret as deployed (or as an older stack generated it), and a link signed with it
+    before = document()
+    link = sign_link(SigningKeys.from_json(before), REVIEW_ID, NOW + 3600)
+    # When the keys are rotated with the documented step
+    after = SigningKeys.from_json(rotate_key_document(before, "k2", created="2030-01-01T00:00:00Z"))
+    # Then the link sent before still opens, and new links are signed with the new key
+    assert _opens(after, REVIEW_ID, link.as_fields())
+    assert after.active == "k2" and sign_link(after, REVIEW_ID, NOW + 60).kid == "k2"
+    # And a second rotation, retiring the first key, keeps the second key's links
+    second_link = sign_link(after, REVIEW_ID, NOW + 60)
+    retired = SigningKeys.from_json(rotate_key_document(after.to_json(), "k3", retire=["k1"]))
+    assert _opens(retired, REVIEW_ID, second_link.as_fields()) and not _opens(retired, REVIEW_ID, link.as_fields())
+
+
+def test_the_key_document_is_one_list_form_with_the_encoding_in_each_field_name():
+    # Given keys written by this code, Then the document lists entries, each naming its encoding
+    document = json.loads(KEYS.rotated("k2").to_json())
+    assert document["active"] == "k2" and isinstance(document["keys"], list)
+    assert [entry["kid"] for entry in document["keys"]] == ["k1", "k2"]
+    assert all(set(entry) == {"kid", "secret_b64", "created"} for entry in document["keys"])
+    # And a document that could be read two ways is refused rather than guessed
+    both = {"active": "k1", "keys": [{"kid": "k1", "secret_b64": "A" * 44, "secret_hex": "ab" * 32}]}
+    bare = {"active": "k1", "keys": [{"kid": "k1", "secret": "x" * 64}]}
+    twice = {"active": "k1", "keys": [{"kid": "k1", "secret_hex": "ab" * 32}, {"kid": "k1", "secret_hex": "cd" * 32}]}
+    for bad in (both, bare, twice):
+        with pytest.raises(ValueError, match="not a valid key document"):
+            SigningKeys.from_json(json.dumps(bad))
+
+
+def test_the_stack_generated_secret_is_its_hex_bytes():
+    keys = SigningKeys.from_json(_stack_generated_document())
+    assert keys.active == "k1" and keys.keys["k1"] == bytes.fromhex("0123456789abcdef" * 4)
+
+
+def test_a_staged_key_is_listed_before_it_signs_and_the_command_line_never_prints_a_secret(capsys, monkeypatch):
+    import io
+
+    from functions.review.signing import main
+
+    # Given the deployed document, When a key is staged with the command line
+    monkeypatch.setattr("sys.stdin", io.StringIO(_stack_generated_document()))
+    assert main(["rotate", "k2", "--stage"]) == 0
+    staged = SigningKeys.from_json(capsys.readouterr().out)
+    # Then k2 is listed (so links signed with it open everywhere) while k1 still signs
+    assert staged.active == "k1" and set(staged.keys) == {"k1", "k2"}
+    assert staged.keys["k1"] == bytes.fromhex("0123456789abcdef" * 4)
+    # When it is activated, Then it signs
+    monkeypatch.setattr("sys.stdin", io.StringIO(staged.to_json()))
+    assert main(["activate", "k2"]) == 0
+    assert SigningKeys.from_json(capsys.readouterr().out).active == "k2"
+    # And a document it cannot read is an error that does not echo it
+    secret_text = "do-not-print-" + "x" * 40
+    monkeypatch.setattr(
+        "sys.stdin", io.StringIO(json.dumps({"active": "k1", "keys": [{"kid": "k1", "secret": secret_text}]}))
+    )
+    assert main(["rotate", "k2"]) == 2
+    captured = capsys.readouterr()
+    assert secret_text not in captured.out + captured.err and "error" in captured.err

@@ -3,10 +3,11 @@
 Built once per execution environment (cold start) and reused by warm invocations of the review functions.
 """
 
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
@@ -14,11 +15,11 @@ from functions.adapters.aws.s3_storage import s3_location
 from functions.review.page import ImageUrl
 from functions.review.resume import StepFunctionsResumer
 from functions.review.service import ReviewService
-from functions.review.signing import LinkParams, load_secrets_manager_keys
+from functions.review.signing import IMAGE_KINDS, ImageParams, LinkParams, SigningKeys, load_secrets_manager_keys
 from functions.review.store import DynamoDBReviewStore, StoredReview
 from schemas.review import ReviewItem
 
-IMAGE_KINDS = ("original", "generated", "preview")
+__all__ = ["IMAGE_KINDS", "image_location", "image_route", "presigned_image_urls", "review_link", "review_service"]
 
 
 def base_path(config: settings.ReviewSettings) -> str:
@@ -29,25 +30,55 @@ def review_link(config: settings.ReviewSettings, params: LinkParams) -> str:
     return f"{config.review_base_url.rstrip('/')}/review/{params.review_id}?{params.query()}"
 
 
-def image_route(config: settings.ReviewSettings, params: LinkParams, item: ReviewItem, kind: str) -> str:
-    """A long-lived, signed route for emails: it redirects to a fresh 5-minute presigned URL when opened."""
+def image_route(config: settings.ReviewSettings, image: ImageParams) -> str:
+    """A long-lived route for emails: it redirects to a fresh 5-minute presigned URL when opened. It carries an
+    image-only capability for this one image, so whoever fetches it (a mail proxy) cannot open the page or decide."""
     base = config.review_base_url.rstrip("/")
-    return f"{base}/review/{params.review_id}/image/{item.item_id}/{kind}?{params.query()}"
+    item_id = quote(image.item_id, safe="")
+    return f"{base}/review/{image.review_id}/image/{item_id}/{image.kind}?{image.query()}"
+
+
+# A warm environment re-reads the signing keys this often, so a rotation (cdk/README.md) reaches every function
+# within this time without a redeploy; a staged key is listed everywhere before any function signs with it.
+KEYS_MAX_AGE_SECONDS = 300.0
 
 
 @lru_cache(maxsize=1)
-def review_service() -> ReviewService:
+def _review_service() -> tuple[ReviewService, list[float]]:
     config = settings.load(settings.ReviewSettings)
     keys = load_secrets_manager_keys(client("secretsmanager"), config.review_keys_secret_id)
     store = DynamoDBReviewStore(client("dynamodb"), config.review_table_name)
-    return ReviewService(store, keys, StepFunctionsResumer(client("stepfunctions")), batches=store)
+    service = ReviewService(store, keys, StepFunctionsResumer(client("stepfunctions")), batches=store)
+    return service, [time.monotonic()]
+
+
+def review_service() -> ReviewService:
+    service, loaded_at = _review_service()
+    if time.monotonic() - loaded_at[0] >= KEYS_MAX_AGE_SECONDS:
+        config = settings.load(settings.ReviewSettings)
+        service.keys = load_secrets_manager_keys(client("secretsmanager"), config.review_keys_secret_id)
+        loaded_at[0] = time.monotonic()
+    return service
+
+
+@lru_cache(maxsize=1)
+def keyless_review_service() -> ReviewService:
+    """The service for storing new reviews only (the notify task): it never reads the signing-keys secret.
+
+    `create` returns a link signed with a throwaway in-memory key that nothing verifies; the caller discards it (the
+    digest signs the real link). Anything that opens, decides or emails uses `review_service()` instead.
+    """
+    config = settings.load(settings.ReviewSettings)
+    store = DynamoDBReviewStore(client("dynamodb"), config.review_table_name)
+    return ReviewService(store, SigningKeys.generate("unused"), StepFunctionsResumer(client("stepfunctions")))
 
 
 def reset() -> None:
     """Forget cached settings, clients and keys (tests; a rotated key is also picked up by a new environment)."""
     settings.load.cache_clear()
     client.cache_clear()
-    review_service.cache_clear()
+    _review_service.cache_clear()
+    keyless_review_service.cache_clear()
 
 
 def image_location(item: ReviewItem, kind: str) -> tuple[str, str]:
