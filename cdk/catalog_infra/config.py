@@ -41,6 +41,11 @@ class DeployConfig:
     packshot_preset: str = "white-square"
     packshot_size: int = 2000  # the square packshot's side in pixels
     default_jobs: str = "packshot"  # for SKUs whose product.json names no jobs
+    # Reserved concurrency: prepare at ~5 s per photo keeps up with intake's ~50 starts a second at 250; the review
+    # page serves a throttled API (20 requests/s) in well under a second per request.
+    prepare_concurrency: int = 250
+    review_page_concurrency: int = 10
+    intake_via_event_bridge: bool = False  # intake through EventBridge "Object Created" instead of S3 notifications
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,6 +68,12 @@ class DeployConfig:
             problems.append(
                 f"packshotSize {self.packshot_size}: from {PACKSHOT_SIZES[0]} to {PACKSHOT_SIZES[-1]} pixels"
             )
+        for name, value in (
+            ("prepareConcurrency", self.prepare_concurrency),
+            ("reviewPageConcurrency", self.review_page_concurrency),
+        ):
+            if not 1 <= value <= 1000:
+                problems.append(f"{name} {value}: reserved concurrency from 1 to 1000")
         unknown_jobs = [job for job in self.default_jobs.split(",") if job.strip() not in JOB_KINDS]
         if unknown_jobs:
             problems.append(f"defaultJobs {self.default_jobs!r}: comma-separated, from {', '.join(JOB_KINDS)}")
@@ -94,4 +105,7 @@ class DeployConfig:
             packshot_preset=str(get("packshotPreset", cls.packshot_preset)),
             packshot_size=int(get("packshotSize", cls.packshot_size)),
             default_jobs=str(get("defaultJobs", cls.default_jobs)),
+            prepare_concurrency=int(get("prepareConcurrency", cls.prepare_concurrency)),
+            review_page_concurrency=int(get("reviewPageConcurrency", cls.review_page_concurrency)),
+            intake_via_event_bridge=_bool(get("intakeViaEventBridge", cls.intake_via_event_bridge)),
         )

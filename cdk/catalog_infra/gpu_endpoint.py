@@ -25,7 +25,14 @@ from constructs import Construct
 
 from .config import DeployConfig
 from .lambdas import IMAGE_EXCLUDES, REPO_ROOT, image_function, light_code
-from .storage import ASYNC_FAILURE_PREFIX, ASYNC_OUTPUT_PREFIX, BRANDS_PREFIX, WORK_PREFIXES, Storage
+from .storage import (
+    ASYNC_FAILURE_PREFIX,
+    ASYNC_OUTPUT_PREFIX,
+    BRANDS_PREFIX,
+    WORK_PREFIXES,
+    Storage,
+    grant_object_reads,
+)
 
 VARIANT = "AllTraffic"
 REQUEST_TTL = Duration.hours(2)  # queued requests wait this long for capacity (cold start from zero included)
@@ -49,7 +56,7 @@ class GpuEndpoint(Construct):
         self.error_topic = sns.Topic(self, "JobFailed", master_key=self.key, enforce_ssl=True)
         image = self._build_image()
         self.model_role = self._build_model_role(image, storage)
-        model = self._build_model(image, config)
+        model = self._build_model(image, config, storage)
         self.endpoint = self._build_endpoint(model, config)
         self.endpoint_name = self.endpoint.attr_endpoint_name
         self._build_scaling(config)
@@ -58,7 +65,8 @@ class GpuEndpoint(Construct):
         self.submit = self._build_submit(environment)
         self.outcome = self._build_outcome(environment)
         self.reconcile = self._build_reconcile(environment)
-        self._grant_settling(self.outcome, self.reconcile)
+        self._grant_settling(self.outcome, missing_is_not_found=False)  # reads the location its notification names
+        self._grant_settling(self.reconcile, missing_is_not_found=True)  # HeadObject: does an outcome exist?
 
     # 1. The model: the gpu_jobs container, weights from the artefact (or baked into the image).
 
@@ -81,14 +89,14 @@ class GpuEndpoint(Construct):
         )
         image.repository.grant_pull(role)
         work = self._work
-        work.grant_read(role, f"{WORK_PREFIXES['requests']}*")
-        work.grant_read(role, f"{WORK_PREFIXES['prepared']}*")
-        work.grant_read(role, f"{WORK_PREFIXES['outputs']}*")
+        # gpu_jobs/storage.py turns a missing input or adapter (404) into the job's own input error.
+        reads = [WORK_PREFIXES["requests"], WORK_PREFIXES["prepared"], WORK_PREFIXES["outputs"]]
+        grant_object_reads(work, role, reads, missing_is_not_found=True)
         work.grant_put(role, f"{WORK_PREFIXES['outputs']}*")
         work.grant_put(role, f"{ASYNC_OUTPUT_PREFIX}*")
         work.grant_put(role, f"{ASYNC_FAILURE_PREFIX}*")
         # The brand's LoRA adapters and model photos its jobs load (read-only: the ML owner curates them).
-        storage.brands.grant_read(role, f"{BRANDS_PREFIX}*")
+        grant_object_reads(storage.brands, role, [BRANDS_PREFIX], missing_is_not_found=True)
         self.success_topic.grant_publish(role)
         self.error_topic.grant_publish(role)
         self.key.grant_encrypt_decrypt(role)
@@ -113,10 +121,16 @@ class GpuEndpoint(Construct):
             )
         )
 
-    def _build_model(self, image: ecr_assets.DockerImageAsset, config: DeployConfig) -> sagemaker.CfnModel:
+    def _build_model(
+        self, image: ecr_assets.DockerImageAsset, config: DeployConfig, storage: Storage
+    ) -> sagemaker.CfnModel:
         container: dict[str, object] = {
             "image": image.image_uri,
-            "environment": {"GPU_JOBS_COMMERCIAL": "true" if config.commercial else "false"},
+            "environment": {
+                "GPU_JOBS_COMMERCIAL": "true" if config.commercial else "false",
+                # The only buckets a job may read or write (gpu_jobs.storage refuses every other URI).
+                "GPU_JOBS_BUCKETS": f"{storage.work.bucket_name},{storage.brands.bucket_name}",
+            },
         }
         if config.model_artefact_s3_uri:
             container["model_data_url"] = config.model_artefact_s3_uri
@@ -224,7 +238,7 @@ class GpuEndpoint(Construct):
 
     def _build_job_store(self) -> dynamodb.Table:
         # One item per attempt, holding the task token (hence the customer-managed key).
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self,
             "Jobs",
             partition_key=dynamodb.Attribute(name="job_id", type=dynamodb.AttributeType.STRING),
@@ -234,9 +248,17 @@ class GpuEndpoint(Construct):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
-            time_to_live_attribute="expires_at",
+            time_to_live_attribute="expires_at",  # written at submission (functions/adapters/aws/job_store.py)
             removal_policy=RemovalPolicy.DESTROY,
         )
+        # Sparse: only open jobs carry `open_job`, so the reconciler reads a page of them, oldest first, not the table.
+        table.add_global_secondary_index(
+            index_name="open-jobs",
+            partition_key=dynamodb.Attribute(name="open_job", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="submitted_at", type=dynamodb.AttributeType.NUMBER),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        return table
 
     def _function_environment(self) -> dict[str, str]:
         """The same settings for submit, outcome and reconcile (GpuJobSettings)."""
@@ -301,13 +323,13 @@ class GpuEndpoint(Construct):
         )
         return reconcile
 
-    def _grant_settling(self, *functions: lambda_.IFunction) -> None:
+    def _grant_settling(self, function: lambda_.IFunction, *, missing_is_not_found: bool) -> None:
         """The outcome handler and the reconciler read the async results and settle the job's item."""
-        for function in functions:
-            self.jobs.grant(function, "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan")
-            self.key.grant_encrypt_decrypt(function)
-            self._work.grant_read(function, f"{ASYNC_OUTPUT_PREFIX}*")
-            self._work.grant_read(function, f"{ASYNC_FAILURE_PREFIX}*")
+        self.jobs.grant(function, "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query")
+        self.key.grant_encrypt_decrypt(function)
+        grant_object_reads(
+            self._work, function, [ASYNC_OUTPUT_PREFIX, ASYNC_FAILURE_PREFIX], missing_is_not_found=missing_is_not_found
+        )
 
     def allow_resume(self, state_machine: sfn.IStateMachine) -> None:
         """The outcome handler and the reconciler resume (or fail) the waiting task."""

@@ -1,7 +1,14 @@
-"""Event intake: S3 notifications (incoming/ only) -> SQS (+ DLQ) -> `ingest` -> one execution per object version."""
+"""Event intake: S3 notifications (incoming/ only) -> SQS (+ DLQ) -> `ingest` -> one execution per object version.
+
+With `intakeViaEventBridge`, the intake bucket sends its events to EventBridge instead, and a rule routes "Object
+Created" under incoming/ to the same queue; `ingest` reads both shapes and gives an object the same ledger key either
+way, so switching routes (or a moment with both) starts no image twice.
+"""
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
@@ -19,16 +26,25 @@ MAX_RECEIVE_COUNT = 5
 
 class Intake(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, storage: Storage, state_machine: sfn.IStateMachine
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: Storage,
+        state_machine: sfn.IStateMachine,
+        via_event_bridge: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dlq = self._build_dead_letters()
         self.queue = self._build_queue()
-        storage.intake.add_event_notification(
-            s3.EventType.OBJECT_CREATED,
-            s3n.SqsDestination(self.queue),
-            s3.NotificationKeyFilter(prefix=INTAKE_PREFIX),
-        )
+        if via_event_bridge:
+            self._route_through_event_bridge(storage.intake)
+        else:
+            storage.intake.add_event_notification(
+                s3.EventType.OBJECT_CREATED,
+                s3n.SqsDestination(self.queue),
+                s3.NotificationKeyFilter(prefix=INTAKE_PREFIX),
+            )
         self.ledger = self._build_ledger()
         self.function = self._build_ingest(state_machine)
 
@@ -51,6 +67,21 @@ class Intake(Construct):
             visibility_timeout=Duration.seconds(INGEST_TIMEOUT.to_seconds() * 6),
             retention_period=Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT),
+        )
+
+    def _route_through_event_bridge(self, intake: s3.Bucket) -> None:
+        """The bucket's events go to EventBridge; "Object Created" under incoming/ goes on to the queue."""
+        intake.enable_event_bridge_notification()
+        events.Rule(
+            self,
+            "ObjectCreated",
+            description="Intake uploads (incoming/) -> the intake queue",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={"bucket": {"name": [intake.bucket_name]}, "object": {"key": [{"prefix": INTAKE_PREFIX}]}},
+            ),
+            targets=[targets.SqsQueue(self.queue)],
         )
 
     def _build_ledger(self) -> dynamodb.Table:

@@ -60,8 +60,11 @@ def image_function(
     environment: dict[str, str],
     timeout: Duration = DEFAULT_TIMEOUT,
     memory_size: int = 512,
+    reserved_concurrency: int | None = None,
 ) -> lambda_.DockerImageFunction:
-    """A function with a role of its own (nothing but its log group until grants are added) and one log group."""
+    """A function with a role of its own (nothing but its log group until grants are added) and one log group.
+
+    `reserved_concurrency` caps the function (and keeps that much of the account's concurrency for it)."""
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
@@ -85,6 +88,7 @@ def image_function(
         environment={**POWERTOOLS_ENV, **environment},
         timeout=timeout,
         memory_size=memory_size,
+        reserved_concurrent_executions=reserved_concurrency,
         tracing=lambda_.Tracing.ACTIVE,
         architecture=lambda_.Architecture.X86_64,
     )

@@ -8,10 +8,7 @@ from constructs import IConstruct
 from .storage import BRANDS_PREFIX
 
 X_RAY = "X-Ray's PutTraceSegments/PutTelemetryRecords accept no resource but '*' (active tracing)."
-S3_READ_SET = (
-    "CDK's S3 read grant (s3:GetObject*, GetBucket*, List*) and put grant (s3:Abort* for multipart uploads), "
-    "limited to one key prefix of one bucket."
-)
+S3_PUT_SET = "CDK's S3 put grant (s3:Abort* for multipart uploads), limited to one key prefix of one bucket."
 S3_PREFIX = "One key prefix of one bucket: the narrowest scope S3 offers for objects that are created at run time."
 BRAND_STORE = (
     "Read-only on the brand store (`brands/` of the brands bucket): the profile, adapters and model photos are "
@@ -20,6 +17,10 @@ BRAND_STORE = (
 KMS_SET = "kms:GenerateDataKey*/ReEncrypt* from CDK's encrypt/decrypt grant, on one customer-managed key of this stack."
 SAGEMAKER_LOGS = "SageMaker creates the endpoint's log groups under /aws/sagemaker/ at run time; limited to that path."
 SAGEMAKER_LOG_GROUPS = "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group//aws/sagemaker/*"
+TABLE_INDEXES = (
+    "CDK's DynamoDB table grant names the table and its indexes (`<table>/index/*`): one table of this stack, "
+    "whose only index is a sparse keys-only queue of due work; actions stay those of the table grant."
+)
 LAMBDA_VERSIONS = "Step Functions may invoke the task function's versions and aliases (`<function arn>:*`), no other."
 
 
@@ -44,8 +45,7 @@ def _iam5_for_roles(stack: Stack) -> dict[str, str]:
         "Output": ("approved/*", "feedback/*"),
     }
     findings = {"AwsSolutions-IAM5[Resource::*]": X_RAY}
-    for action in ("s3:GetBucket*", "s3:GetObject*", "s3:List*", "s3:Abort*"):
-        findings[f"AwsSolutions-IAM5[Action::{action}]"] = S3_READ_SET
+    findings["AwsSolutions-IAM5[Action::s3:Abort*]"] = S3_PUT_SET
     for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
         findings[f"AwsSolutions-IAM5[Action::{action}]"] = KMS_SET
     for name, bucket_prefixes in prefixes.items():
@@ -110,6 +110,11 @@ LAMBDA_FUNCTIONS = {
     "Review": ("Notify", "Page", "Sweep"),
     "Workflow": ("Prepare", "Checks", "Publish"),
 }
+# Tables with an index, and the roles granted on them (their index ARN is `<table arn>/index/*`).
+INDEXED_TABLE_USERS = {
+    "Gpu/Jobs": ("Gpu/SubmitRole", "Gpu/OutcomeRole", "Gpu/ReconcileRole"),
+    "Review/Reviews": ("Review/NotifyRole", "Review/PageRole", "Review/SweepRole"),
+}
 TASK_FUNCTIONS = ("Gpu/Submit", "Review/Notify", "Workflow/Prepare", "Workflow/Checks", "Workflow/Publish")
 BRAND_STORE_READERS = ("Workflow/PrepareRole", "Gpu/ModelRole")
 
@@ -125,6 +130,9 @@ def acknowledgements(stack: Stack) -> dict[str, dict[str, str]]:
     found["Gpu/ModelRole"] = {**role_findings, **MODEL_ROLE_FINDINGS}
     for reader in BRAND_STORE_READERS:
         found[reader].update(_brand_store_reader(stack))
+    for table, users in INDEXED_TABLE_USERS.items():
+        for user in users:
+            found[user][f"AwsSolutions-IAM5[Resource::{_arn(stack, _find(stack, table))}/index/*]"] = TABLE_INDEXES
     found["Workflow/PerImage/Role"] = {
         "AwsSolutions-IAM5[Resource::*]": X_RAY,
         **{

@@ -3,6 +3,8 @@ digest + sweep (one email per batch of images, reminders, expiry), the review pa
 DynamoDB table (KMS, it holds task tokens), the SES sender and the link-signing keys.
 """
 
+import json
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
@@ -19,7 +21,7 @@ from constructs import Construct
 
 from .config import DeployConfig
 from .lambdas import image_function, light_code
-from .storage import WORK_PREFIXES, Storage
+from .storage import WORK_PREFIXES, Storage, grant_object_reads
 
 STAGE = "review"
 # The digest runs with the sweep: an image's review is emailed at most this long after its notify task. Five
@@ -29,6 +31,19 @@ STAGE = "review"
 SCHEDULE_EVERY = Duration.minutes(5)
 REMIND_BEFORE = Duration.hours(24)  # a batch still undecided this long before its link expires gets one reminder
 IMAGE_URL_LIFETIME = Duration.minutes(5)  # presigned image URLs on the page; emails use long-lived signed routes
+# The review table actions of each function's code path (functions/review/store.py, DynamoDBReviewStore). A
+# TransactWriteItems needs the action of each of its items: Put -> PutItem, Update -> UpdateItem, ConditionCheck ->
+# ConditionCheckItem. Notify only creates (one transaction of Puts); the page reads (Query, GetItem) and decides (a
+# ConditionCheck + Update transaction, conditional UpdateItems to close and mark resumed), it never puts; the digest
+# forms batches (a Put + Updates transaction), expires and resumes (conditional UpdateItems), and scans (below).
+NOTIFY_TABLE_ACTIONS = ("dynamodb:PutItem",)
+PAGE_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem")
+SWEEP_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem")
+# The signing keys as deployed: one key, k1, whose secret is the generated field, in hex (see cdk/README.md).
+SIGNING_KEYS_GENERATED_FIELD = "k1_secret_hex"
+SIGNING_KEYS_TEMPLATE = json.dumps(
+    {"active": "k1", "keys": [{"kid": "k1", "created": "deploy", "secret_hex_field": SIGNING_KEYS_GENERATED_FIELD}]}
+)
 
 
 class Review(Construct):
@@ -43,14 +58,16 @@ class Review(Construct):
         self.api = self._build_api()
         environment = self._function_environment(config)
         self.notify = self._build_notify(environment)
-        self.page = self._build_page(environment)
+        self.page = self._build_page(environment, config.review_page_concurrency)
         self.sweep = self._build_sweep(environment)
-        self._grant_review_store(self.notify, self.page, self.sweep)
+        self._grant_review_store(self.notify, NOTIFY_TABLE_ACTIONS, signs_links=False)
+        self._grant_review_store(self.page, PAGE_TABLE_ACTIONS, signs_links=True)
+        self._grant_review_store(self.sweep, SWEEP_TABLE_ACTIONS, signs_links=True)
         self._grant_sending(self.sweep, config)
         self._grant_image_reads(self.page, storage)
 
     def _build_table(self) -> dynamodb.Table:
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self,
             "Reviews",
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
@@ -63,20 +80,33 @@ class Review(Construct):
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # Sparse: a review or batch carries `sweep_queue` only while the digest or the sweep has work on it (see
+        # functions/review/store.py), so each scheduled run reads a bounded page of due work instead of the table.
+        table.add_global_secondary_index(
+            index_name="sweep",
+            partition_key=dynamodb.Attribute(name="sweep_queue", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sweep_at", type=dynamodb.AttributeType.NUMBER),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        return table
 
     def _build_signing_keys(self) -> secretsmanager.Secret:
-        # The link-signing key document. Secrets Manager generates a random value; the README gives the one command
-        # that writes it in the `{"active", "keys"}` form functions.review.signing reads.
+        # The link-signing key document in its one form (functions/review/signing.py, cdk/README.md): Secrets Manager
+        # generates only a top-level field, so the template's entry names that field and says it is hex.
         return secretsmanager.Secret(
             self,
             "SigningKeys",
-            description="Review link signing keys: {'active': kid, 'keys': {kid: base64}}",
+            description="Review link signing keys: {'active': kid, 'keys': [{'kid', 'secret_b64'|'secret_hex'...}]}",
             encryption_key=self.key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template='{"active": "k1"}',  # noqa: S106 - a key id, not a secret
-                generate_string_key="k1",
+                secret_string_template=SIGNING_KEYS_TEMPLATE,
+                generate_string_key=SIGNING_KEYS_GENERATED_FIELD,
+                password_length=64,  # 64 hex characters: 32 random bytes
+                exclude_uppercase=True,
                 exclude_punctuation=True,
-                password_length=64,
+                exclude_characters="ghijklmnopqrstuvwxyz",
+                include_space=False,
+                require_each_included_type=False,
             ),
         )
 
@@ -137,13 +167,14 @@ class Review(Construct):
             environment=environment,
         )
 
-    def _build_page(self, environment: dict[str, str]) -> lambda_.DockerImageFunction:
+    def _build_page(self, environment: dict[str, str], concurrency: int) -> lambda_.DockerImageFunction:
         page = image_function(
             self,
             "Page",
             light_code("functions.handlers.review_api.lambda_handler"),
             description="Review page (GET, read-only) and decisions (signed, single-use POST)",
             environment=environment,
+            reserved_concurrency=concurrency,  # a public page: a flood of requests cannot take the account's pool
         )
         integration = apigw.LambdaIntegration(page)
         for path in ("review", "review-static"):
@@ -168,23 +199,18 @@ class Review(Construct):
         )
         return sweep
 
-    def _grant_review_store(self, *functions: lambda_.IFunction) -> None:
-        """Every review function reads and writes the review table and reads the signing keys."""
-        table_actions = [
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:Query",
-            "dynamodb:ConditionCheckItem",
-        ]
-        for function in functions:
-            self.table.grant(function, *table_actions)
+    def _grant_review_store(
+        self, function: lambda_.IFunction, table_actions: tuple[str, ...], *, signs_links: bool
+    ) -> None:
+        """The review table actions the function's code path uses, and the signing keys only where links are signed
+        or verified (the page and the digest; notify stores a review and signs nothing)."""
+        self.table.grant(function, *table_actions)
+        self.key.grant_encrypt_decrypt(function)  # the table's key (and the secret's)
+        if signs_links:
             self.keys_secret.grant_read(function)
-            self.key.grant_encrypt_decrypt(function)
 
     def _grant_sending(self, sweep: lambda_.IFunction, config: DeployConfig) -> None:
-        """Only the digest/sweep emails (notify stores, it sends nothing); it scans for batches that are due."""
-        self.table.grant(sweep, "dynamodb:Scan")
+        """Only the digest/sweep emails (notify stores, it sends nothing); it queries the sparse sweep index."""
         sweep.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["ses:SendRawEmail"],
@@ -198,8 +224,8 @@ class Review(Construct):
     def _grant_image_reads(page: lambda_.IFunction, storage: Storage) -> None:
         # Presigned image URLs are signed with the page function's own credentials; the emails' thumbnails are its
         # signed image route, so no other review function reads the images.
-        storage.work.grant_read(page, f"{WORK_PREFIXES['prepared']}*")
-        storage.work.grant_read(page, f"{WORK_PREFIXES['outputs']}*")
+        # A missing image is the browser's 403 either way: no listing.
+        grant_object_reads(storage.work, page, [WORK_PREFIXES["prepared"], WORK_PREFIXES["outputs"]])
 
     def allow_resume(self, state_machine: sfn.IStateMachine) -> None:
         """Deciding the last item (page) or expiring a batch (sweep) resumes or fails the waiting task."""

@@ -28,7 +28,13 @@ class CatalogStack(Stack):
         state_machine = self.workflow.state_machine
         self.gpu.allow_resume(state_machine)
         self.review.allow_resume(state_machine)
-        self.intake = Intake(self, "Intake", storage=self.storage, state_machine=state_machine)
+        self.intake = Intake(
+            self,
+            "Intake",
+            storage=self.storage,
+            state_machine=state_machine,
+            via_event_bridge=config.intake_via_event_bridge,
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",

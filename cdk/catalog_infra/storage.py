@@ -5,6 +5,7 @@ Every bucket is versioned, encrypted, private and TLS-only. Only the intake buck
 its `incoming/` prefix; derived files live in the work and output buckets, so no output can re-trigger intake.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
@@ -21,6 +22,34 @@ FEEDBACK_PREFIX = "feedback/"
 # The brand store: `brands/<brand>/profile.json` and the adapters and model photos a profile points at.
 BRANDS_PREFIX = "brands/"
 INTERMEDIATE_DAYS = 30
+
+
+def grant_object_reads(
+    bucket: s3.IBucket,
+    grantee: iam.IGrantable,
+    prefixes: Sequence[str],
+    *,
+    object_versions: bool = False,
+    missing_is_not_found: bool = False,
+) -> None:
+    """`s3:GetObject` on the objects under `prefixes` of one bucket, and nothing on the bucket itself.
+
+    CDK's `grant_read` adds `s3:GetBucket*` and `s3:List*` on the whole bucket; here listing is granted only where a
+    code path must tell a missing object (404, "not found") from a refusal (403), which S3 answers only to a caller
+    that may list: then `s3:ListBucket`, limited by `s3:prefix` to the same prefixes. `object_versions` adds
+    `s3:GetObjectVersion` for reads of one version (`VersionId`).
+    """
+    actions = ["s3:GetObject", *(["s3:GetObjectVersion"] if object_versions else [])]
+    iam.Grant.add_to_principal(
+        grantee=grantee, actions=actions, resource_arns=[bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes]
+    )
+    if missing_is_not_found:
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["s3:ListBucket"],
+            resource_arns=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in prefixes]}},
+        )
 
 
 class Storage(Construct):

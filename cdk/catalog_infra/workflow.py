@@ -20,7 +20,15 @@ from .config import DeployConfig
 from .gpu_endpoint import SUBMIT_TASK_TIMEOUT, GpuEndpoint
 from .lambdas import IMAGE_EXCLUDES, REPO_ROOT, image_function, light_code
 from .review import Review
-from .storage import APPROVED_PREFIX, BRANDS_PREFIX, FEEDBACK_PREFIX, INTAKE_PREFIX, WORK_PREFIXES, Storage
+from .storage import (
+    APPROVED_PREFIX,
+    BRANDS_PREFIX,
+    FEEDBACK_PREFIX,
+    INTAKE_PREFIX,
+    WORK_PREFIXES,
+    Storage,
+    grant_object_reads,
+)
 
 TRANSIENT_ERRORS = [
     "Lambda.ServiceException",
@@ -28,6 +36,8 @@ TRANSIENT_ERRORS = [
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
     "Lambda.ClientExecutionTimeoutException",
+    # A throttle or transient AWS error inside a task, re-raised under this name (functions/adapters/aws/transient.py).
+    "TransientServiceError",
 ]
 GPU_JOB_ERRORS = ["GpuJobFailed", "GpuJobTimedOut"]
 REVIEW_EXPIRED = "ReviewExpired"  # functions.review.resume: the sweep expired the batch
@@ -152,12 +162,13 @@ class Workflow(Construct):
             },
             timeout=PREPARE_TIMEOUT,
             memory_size=3008,
+            reserved_concurrency=config.prepare_concurrency,
         )
-        storage.intake.grant_read(function, f"{INTAKE_PREFIX}*")
+        # The uploaded version, and the SKU's optional product.json: a missing sidecar must be a 404, not a 403.
+        grant_object_reads(storage.intake, function, [INTAKE_PREFIX], object_versions=True, missing_is_not_found=True)
         storage.work.grant_put(function, f"{WORK_PREFIXES['prepared']}*")
-        # The brand's profile, `brands/<brand>/profile.json`; the bucket-level List* of the read grant makes a missing
-        # profile a 404 (packshot-only defaults) rather than a 403.
-        storage.brands.grant_read(function, f"{BRANDS_PREFIX}*")
+        # The brand's profile, `brands/<brand>/profile.json`: a missing profile is a 404 (packshot-only defaults).
+        grant_object_reads(storage.brands, function, [BRANDS_PREFIX], missing_is_not_found=True)
         return function
 
     def _build_checks_function(self, storage: Storage) -> lambda_.DockerImageFunction:
@@ -170,8 +181,8 @@ class Workflow(Construct):
             timeout=Duration.minutes(5),
             memory_size=2048,
         )
-        storage.work.grant_read(function, f"{WORK_PREFIXES['prepared']}*")
-        storage.work.grant_read(function, f"{WORK_PREFIXES['outputs']}*")
+        # Every read is of an object the workflow wrote; any failure to read is reported as a flag, 403 or 404.
+        grant_object_reads(storage.work, function, [WORK_PREFIXES["prepared"], WORK_PREFIXES["outputs"]])
         return function
 
     def _build_publish_function(self, storage: Storage) -> lambda_.DockerImageFunction:
@@ -188,11 +199,11 @@ class Workflow(Construct):
             timeout=Duration.minutes(2),
             memory_size=1024,
         )
-        storage.work.grant_read(function, f"{WORK_PREFIXES['prepared']}*")
-        storage.work.grant_read(function, f"{WORK_PREFIXES['outputs']}*")
+        grant_object_reads(storage.work, function, [WORK_PREFIXES["prepared"], WORK_PREFIXES["outputs"]])
         for prefix in (APPROVED_PREFIX, FEEDBACK_PREFIX):
             storage.output.grant_put(function, f"{prefix}*")
-            storage.output.grant_read(function, f"{prefix}*")
+        # Read back only after a conditional put found the object there (PreconditionFailed): it exists.
+        grant_object_reads(storage.output, function, [APPROVED_PREFIX, FEEDBACK_PREFIX])
         return function
 
     # The states, in execution order.

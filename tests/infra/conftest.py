@@ -24,6 +24,12 @@ class Synthesized:
     def resources(self, kind: str) -> dict[str, dict[str, Any]]:
         return {name: r for name, r in self.template["Resources"].items() if r["Type"] == kind}
 
+    def one_named(self, kind: str, part: str) -> tuple[str, dict[str, Any]]:
+        """The one resource of `kind` whose logical id contains `part` (CDK logical ids carry the construct path)."""
+        found = {name: r for name, r in self.resources(kind).items() if part in name}
+        assert len(found) == 1, f"expected one {kind} named like {part!r}, found {sorted(found)}"
+        return next(iter(found.items()))
+
     def one(self, kind: str) -> tuple[str, dict[str, Any]]:
         found = self.resources(kind)
         assert len(found) == 1, f"expected one {kind}, found {sorted(found)}"

@@ -51,6 +51,15 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/catalog-sfn"
 DONE = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
+class FunctionError(Exception):
+    """Raised by a fake task: the invocation fails with this error type, as the Lambda runtime reports an
+    unhandled exception (`X-Amz-Function-Error` and `{"errorType": <class name>, "errorMessage": ...}`)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type, self.message = error_type, message
+
+
 class FakeTasks:
     """What each task Lambda returns, by the logical id prefix of the function the definition names."""
 
@@ -173,7 +182,11 @@ def sfn(monkeypatch) -> Iterator[Any]:
 
 def run(sfn: Any, definition: dict[str, Any], fakes: FakeTasks, monkeypatch) -> str:
     def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
-        return json.dumps(fakes(function_name, json.loads(body))).encode()
+        try:
+            return json.dumps(fakes(function_name, json.loads(body))).encode()
+        except FunctionError as error:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": error.error_type, "errorMessage": error.message}).encode()
 
     monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
     machine = sfn.create_state_machine(name="per-image", definition=json.dumps(definition), roleArn=ROLE)
@@ -338,3 +351,41 @@ def test_review_wait_times_out(sfn, definition, monkeypatch):
     assert (result["status"], result["error"]) == ("FAILED", "ReviewTimedOut")
     assert entered_states(sfn, execution)[-1] == "ReviewTimedOut"
     assert fakes.count("WorkflowPublish") == 0
+
+
+@pytest.mark.parametrize("task", ["WorkflowPrepare", "GpuSubmit", "WorkflowChecks", "ReviewNotify", "WorkflowPublish"])
+def test_a_throttle_inside_a_task_is_retried_and_the_image_still_publishes(sfn, definition, monkeypatch, task):
+    # Given a task whose first invocation meets a throttle (functions/adapters/aws/transient.py re-raises it as
+    # TransientServiceError, the name Lambda reports as the function error), and which then succeeds
+    fakes = FakeTasks(jobs=("lifestyle",))
+    handler, failed = fakes.handlers[task], []
+
+    def throttled_once(payload: dict[str, Any]) -> dict[str, Any]:
+        if not failed:
+            failed.append(payload)
+            raise FunctionError(
+                "TransientServiceError", "transient AWS error: InvokeEndpointAsync: ThrottlingException"
+            )
+        return handler(payload)
+
+    fakes.handlers[task] = throttled_once
+    execution = run(sfn, definition, fakes, monkeypatch)
+
+    # When the GPU job succeeds and the reviewer approves
+    succeed_gpu_jobs(sfn, fakes, 1)
+    decide(sfn, fakes, "approved")
+
+    # Then the image still publishes: the task was tried again, and the second invocation did the work
+    result = finished(sfn, execution)
+    assert result["status"] == "SUCCEEDED", result
+    assert entered_states(sfn, execution)[-1] == "Published"
+    assert failed and fakes.count(task) == 2
+
+
+def test_every_task_retries_the_transient_error_with_backoff_and_full_jitter(definition):
+    # Given the synthesized definition, Then each task retries TransientServiceError with growing, jittered waits
+    tasks = {name: s for name, s in walk_states(definition).items() if s["Type"] == "Task"}
+    assert set(tasks) == {"PrepareImage", "RunGpuJob", "AutomaticChecks", "HumanReview", "PublishDecisions"}
+    for name, task in tasks.items():
+        retry = next(r for r in task["Retry"] if "TransientServiceError" in r["ErrorEquals"])
+        assert retry["JitterStrategy"] == "FULL" and retry["BackoffRate"] > 1 and retry["MaxAttempts"] >= 3, name

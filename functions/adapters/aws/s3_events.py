@@ -1,9 +1,15 @@
-"""S3 event notifications as SQS delivers them: decoded keys, and what intake should ignore.
+"""S3 events as SQS delivers them, in both shapes AWS sends: decoded keys, and what intake should ignore.
 
-S3 URL-encodes object keys in notifications the way HTML forms do (`a b` -> `a+b`, `+` -> `%2B`), so
-`unquote_plus` is the one correct decoding. `s3:TestEvent`, folder markers and zero-byte objects are acknowledged
-and dropped; anything that is not an S3 notification at all is a malformed message (it fails, and after the
-queue's maxReceiveCount it lands in the DLQ).
+- An S3 event notification (`{"Records": [...]}`, eventVersion 2.x): S3 URL-encodes object keys the way HTML forms
+  do (`a b` -> `a+b`, `+` -> `%2B`), so `unquote_plus` is the one correct decoding. Records are read leniently (the
+  fields intake needs), not with Powertools' strict `S3Model`: moto's records lack fields it requires.
+- An EventBridge event routed to the queue (`{"source": "aws.s3", "detail-type": "Object Created", ...}`): parsed
+  with Powertools' `S3EventNotificationEventBridgeModel`; its keys are NOT URL-encoded.
+
+Both give the same `IntakeObject` (decoded key, version id, ETag), so the same object version announced both ways
+gets the same ledger key and execution name. `s3:TestEvent`, EventBridge S3 events other than "Object Created",
+folder markers and zero-byte objects are acknowledged and dropped; anything else is a malformed message (it fails,
+and after the queue's maxReceiveCount it lands in the DLQ).
 """
 
 import hashlib
@@ -13,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+from pydantic import ValidationError
+
 from schemas.product import SIDECAR_NAME
+
+EVENTBRIDGE_S3_SOURCE = "aws.s3"
+EVENTBRIDGE_OBJECT_CREATED = "Object Created"
 
 
 class MalformedEventError(ValueError):
@@ -93,6 +105,9 @@ def objects_in_message(body: str) -> Iterator[IntakeObject]:
         raise MalformedEventError("the message body is not a JSON object")
     if document.get("Event") == "s3:TestEvent":
         return
+    if "detail-type" in document:
+        yield from _objects_in_eventbridge_event(document)
+        return
     records = document.get("Records")
     if not isinstance(records, list):
         raise MalformedEventError("the message is neither an S3 notification nor an s3:TestEvent")
@@ -111,3 +126,23 @@ def objects_in_message(body: str) -> Iterator[IntakeObject]:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise MalformedEventError(f"an S3 record lacks {error}") from error
+
+
+def _objects_in_eventbridge_event(document: dict[str, Any]) -> Iterator[IntakeObject]:
+    """The object an EventBridge "Object Created" event announces (none for S3's other EventBridge events)."""
+    if document.get("source") != EVENTBRIDGE_S3_SOURCE:
+        raise MalformedEventError(f"an EventBridge event from {document.get('source')!r}, not from Amazon S3")
+    if document.get("detail-type") != EVENTBRIDGE_OBJECT_CREATED:
+        return  # Object Deleted, Object Restore Completed, ...: nothing to ingest
+    try:
+        event = S3EventNotificationEventBridgeModel.model_validate(document)
+    except ValidationError as error:
+        raise MalformedEventError(f"an S3 EventBridge event that does not parse: {error}") from error
+    obj = event.detail.object
+    yield IntakeObject(
+        bucket=event.detail.bucket.name,
+        key=obj.key,  # EventBridge does not URL-encode keys
+        version_id=obj.version_id or None,
+        etag=obj.etag or None,
+        size=int(obj.size or 0),
+    )

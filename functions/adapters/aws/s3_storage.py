@@ -24,7 +24,17 @@ class S3Storage:
             data: bytes = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self.s3.exceptions.NoSuchKey as error:
             raise FileNotFoundError(f"no such object: {uri}") from error
+        except self.s3.exceptions.ClientError as error:
+            # Without a bucket-wide ListBucket, S3 answers 403 for a missing key. The roles may list their own
+            # prefixes only, so ask the listing: a key it does not show is missing, anything else is a real refusal.
+            if error.response.get("Error", {}).get("Code") != "AccessDenied" or self._listed(bucket, key):
+                raise
+            raise FileNotFoundError(f"no such object: {uri}") from error
         return data
+
+    def _listed(self, bucket: str, key: str) -> bool:
+        found = self.s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
+        return any(item.get("Key") == key for item in found)
 
     def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         bucket, key = s3_location(uri)
