@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,11 +20,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from functions.errors import CatalogError, ConfigurationError
 from functions.stages.gpu_requests import gpu_jobs_in, parse_jobs
 from functions.stages.intake import IntakeLimits
-from schemas import JobResult, ManifestEntry, Severity, Status
+from schemas import GarmentCategory, JobResult, ManifestEntry, Severity, Status
 
 if TYPE_CHECKING:
     from functions.local.runner import RunSettings
@@ -75,8 +77,41 @@ class Runtime(StrEnum):
     AWS_SIM = "aws-sim"
 
 
+# Characters that would act on the terminal instead of showing: C0/C1 controls (ESC starts a sequence that can
+# recolour, clear or retitle it) and the Unicode marks that reorder or hide text.
+_INVISIBLE = {
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    0x061C,
+    0x200B,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+    0xFEFF,
+}
+
+
+def terminal_text(text: str, keep_newlines: bool = False) -> str:
+    """Text from a file name, a file or an error, made safe to show: every control or bidi character in a visible
+    escaped form (`\\x1b`, `\\u202e`). Print the result as text (`Text`, `markup=False`) or `escape` it for markup."""
+    shown = []
+    for char in text:
+        code = ord(char)
+        if code in _INVISIBLE and not (keep_newlines and char == "\n"):
+            shown.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            shown.append(char)
+    return "".join(shown)
+
+
+def _shown(text: object, keep_newlines: bool = False) -> str:
+    """For an f-string printed with markup: the text as typed, never as markup or a control sequence."""
+    return escape(terminal_text(str(text), keep_newlines))
+
+
 def _usage_error(message: str) -> typer.Exit:
-    console.print(f"[bold red]Error:[/] {message}")
+    console.print(f"[bold red]Error:[/] {_shown(message, keep_newlines=True)}")
     return typer.Exit(EXIT_USAGE)
 
 
@@ -92,7 +127,9 @@ class RunProgress:
 
     def photo_done(self, entry: ManifestEntry) -> None:
         self.failed += entry.status is Status.FAILED
-        self.progress.update(self.photos, advance=1, failed=self.failed, description=f"Processing {entry.source[-40:]}")
+        self.progress.update(
+            self.photos, advance=1, failed=self.failed, description=f"Processing {_shown(entry.source[-40:])}"
+        )
 
     def start_jobs(self, count: int) -> None:
         self.progress.update(self.photos, description="Done")
@@ -180,6 +217,14 @@ def run(
             help="GPU job weights: `tiny` (random tiny models: noise, to try the flow) or a model config JSON."
         ),
     ] = None,
+    category: Annotated[
+        GarmentCategory | None,
+        typer.Option(
+            metavar="CATEGORY",  # the choices are in the text: a long metavar would squeeze every option's help
+            help="The garment category of photos whose product.json names none: tops, bottoms, dresses, outerwear "
+            "(what try-on covers), shoes, accessories, other. A sidecar's category wins.",
+        ),
+    ] = None,
     brand: Annotated[
         str | None,
         typer.Option(help="The brand whose profile (adapters, prompts, model library) the GPU jobs use."),
@@ -232,6 +277,7 @@ def run(
             force=force,
             jobs=parse_jobs(jobs),
             models=models,
+            category=category,
             brand=_brand_selection(brand, brands),
             reviewers=(reviewer,),
         )
@@ -240,7 +286,7 @@ def run(
         message = error.message if isinstance(error, CatalogError) else str(error)
         raise _usage_error(message) from error
     if settings.brand.resolved.note and brand_name != DEFAULT_BRAND:
-        console.print(f"[yellow]Note:[/] {settings.brand.resolved.note}")
+        console.print(f"[yellow]Note:[/] {_shown(settings.brand.resolved.note, keep_newlines=True)}")
 
     # 2. Find the photos.
     from functions.local.discovery import discover_inputs
@@ -268,7 +314,7 @@ def run(
     # 4. Say what happened. The exit status stays about processing.
     entries = list(finished.manifest.entries)
     _print_summary(entries, out / MANIFEST_NAME, finished.report)
-    console.print(finished.review.summary())
+    console.print(terminal_text(finished.review.summary(), keep_newlines=True), markup=False)  # names published files
     failed = sum(entry.status is Status.FAILED for entry in entries)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
@@ -309,7 +355,7 @@ def _check_settings(settings: "RunSettings", review: "ReviewOptions") -> None:
 
 
 def _show_link(link: str, email: str, timeout: timedelta) -> None:
-    console.print(f"[bold]Review link[/] (also in {email}):")
+    console.print(f"[bold]Review link[/] (also in {_shown(email)}):")
     console.print(link, soft_wrap=True, highlight=False, markup=False)  # unwrapped: it must stay clickable
     console.print(f"Waiting up to {int(timeout.total_seconds())} s for the decisions... (Ctrl-C ends the review)")
 
@@ -330,13 +376,18 @@ def _print_summary(entries: list[ManifestEntry], manifest: Path, report: Path) -
         table.add_column("Reason", overflow="fold")
         for entry in failed:
             assert entry.error is not None
-            table.add_row(entry.source, entry.error.code, entry.error.message)
+            # Text, not str: a file name is shown as typed, never read as markup or sent as a control sequence.
+            table.add_row(
+                Text(terminal_text(entry.source)),
+                Text(terminal_text(entry.error.code)),
+                Text(terminal_text(entry.error.message)),
+            )
         console.print(table)
     console.print(
         f"[green]{len(entries) - len(failed)} succeeded[/] ({reused} reused, {warned} with flags), "
         f"[red]{len(failed)} failed[/]."
     )
-    console.print(f"Manifest: {manifest}\nReport:   {report}")
+    console.print(f"Manifest: {_shown(manifest)}\nReport:   {_shown(report)}")
 
 
 @app.command()
@@ -347,7 +398,7 @@ def examples(
     from functions.local.synthetic_photos import write_example_photos
 
     written = write_example_photos(directory)
-    console.print(f"Wrote {len(written)} files under {directory}")
+    console.print(f"Wrote {len(written)} files under {_shown(directory)}")
 
 
 @app.command()
@@ -358,7 +409,7 @@ def schemas(
     from schemas.export import write_json_schemas
 
     for path in write_json_schemas(directory):
-        console.print(str(path))
+        console.print(terminal_text(str(path)), markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

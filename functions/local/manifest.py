@@ -1,7 +1,8 @@
-"""The run's record: `OUT/manifest.json` (read for reuse, written at the end) and clean-up of outputs it no longer
-claims. (`runner.write_manifest` writes it, atomically.)
+"""The run's record: `OUT/manifest.json` (read for reuse; written as the run goes and at the end) and clean-up of
+outputs it no longer claims and of writes a killed run left half-done. (`runner.write_manifest` writes it, atomically.)
 """
 
+import re
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
@@ -10,6 +11,10 @@ from functions.adapters.local.files import path_of
 from schemas import ManifestEntry, PreparedImage, RunManifest
 
 MANIFEST_NAME = "manifest.json"
+# Temporary files of an atomic write (temp + rename) that a killed process never renamed: `.<name>.partial` and
+# `.<name>.<random>.partial` (this package's writers), `.<name>.<8 random>` (gpu_jobs.storage, NamedTemporaryFile).
+_INTERRUPTED_WRITE = re.compile(r"^\..+\.(partial|[a-z0-9_]{8})$")
+_NOT_SWEPT = frozenset({".review"})  # the review store keeps its own state (SQLite journals, keys)
 
 
 def relative_to_out(uri: str, out_dir: Path) -> str:
@@ -54,3 +59,21 @@ def remove_stale_outputs(out_dir: Path, previous: dict[str, ManifestEntry], entr
 
 def relative_posix(path: Path, root: Path) -> str:
     return PurePosixPath(path.resolve().relative_to(root.resolve())).as_posix()
+
+
+def remove_interrupted_writes(out_dir: Path) -> list[Path]:
+    """Delete the temporary files of writes a killed run never finished; returns what was deleted.
+
+    Outputs are written to a temporary name and renamed, so a kill leaves at most such a file beside a complete
+    (or absent) output. Only this run's writers make hidden files under OUT, and `.review/` is left alone.
+    """
+    removed: list[Path] = []
+    if not out_dir.is_dir():
+        return removed
+    for path in out_dir.rglob(".*"):
+        relative = path.relative_to(out_dir).parts
+        if relative[0] in _NOT_SWEPT or not _INTERRUPTED_WRITE.match(path.name) or not path.is_file():
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -1,12 +1,15 @@
 """`catalog run` on one machine: find the photos, process them on every core, write outputs, manifest, report.
 
 Originals are only ever read. Every output lands under the output folder, written atomically, so an interrupted
-run never leaves a half-written file that a re-run would take for finished work.
+run never leaves a half-written file that a re-run would take for finished work. The manifest is written as the run
+goes (after each photo's files and each GPU job's, never before them), so a run killed at any moment is resumed by
+the same command: what is finished and on disk is reused, the rest (a GPU job included) runs, once.
 """
 
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -15,27 +18,29 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Protocol
 
-from functions.adapters.local.files import FileStorage, file_uri
+from functions.adapters.local.files import FileStorage, file_uri, path_of
 from functions.errors import CatalogError, ConfigurationError
 from functions.local.discovery import InputPhoto
 from functions.local.manifest import (
     MANIFEST_NAME,
     load_previous_manifest,
     manifest_outputs,
-    relative_to_out,
+    remove_interrupted_writes,
     remove_stale_outputs,
 )
 from functions.ports import GpuJobRunner
 from functions.review.local_flow import DEFAULT_REVIEWER, ReviewOptions, ReviewRunResult, review_run
 from functions.stages.background import BackgroundRemover, background_remover_from_spec
 from functions.stages.brand import BrandSelection
-from functions.stages.gpu_requests import jobs_for
+from functions.stages.gpu_requests import jobs_for, sidecar_with_category
 from functions.stages.intake import IntakeLimits
 from functions.stages.packshot import PackshotPreset, PackshotSettings
 from functions.stages.prepare import PhotoToPrepare, PrepareTargets, prepare_image
 from functions.stages.review_items import image_reader, review_items
 from schemas import (
+    GarmentCategory,
     JobKind,
+    JobRequest,
     JobResult,
     ManifestEntry,
     ProcessingError,
@@ -79,6 +84,7 @@ class RunSettings:
     force: bool = False
     jobs: tuple[JobKind, ...] = (JobKind.PACKSHOT,)  # default per photo; a sidecar's `jobs` wins for its SKU
     models: str | None = None  # `tiny` or a model config file; needed only for GPU jobs
+    category: GarmentCategory | None = None  # for photos whose sidecar names none; a sidecar's category wins
     brand: BrandSelection = NO_BRAND
     reviewers: tuple[str, ...] = (DEFAULT_REVIEWER,)
     max_pixel_difference: int = 2  # the checks' tolerance for "kept pixels are unchanged"
@@ -115,6 +121,8 @@ class RunSettings:
             "brand_profile": self.brand.profile.model_dump(mode="json") if self.brand.profile else None,
             "reviewers": self.reviewers,
         }
+        if self.category is not None:  # only when given, so runs without --category keep their fingerprint
+            shaping["category"] = self.category.value
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -159,7 +167,7 @@ def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remov
                 sku=photo.sku,
                 publish_stem=photo.output_stem,
                 content_sha256=sha,
-                sidecar=photo.sidecar,
+                sidecar=sidecar_with_category(photo.sidecar, settings.category),
                 kinds=requested,
             ),
             settings.brand,
@@ -195,18 +203,60 @@ def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remov
 # -- the batch ----------------------------------------------------------------------------------------------------
 
 
+def _job_on_disk(result: JobResult, out_dir: Path) -> bool:
+    """Whether every file a finished job wrote is there: its outputs, and the masks their details name under OUT
+    (the checks read those; other URIs in the details, a brand's adapter or model photo, are not the job's)."""
+    root = out_dir.resolve()
+    for output in result.outputs:
+        written = [
+            value
+            for key, value in output.details.items()
+            if key.endswith("_uri") and key != "input_uri" and isinstance(value, str) and value.startswith("file:")
+        ]
+        try:
+            if not path_of(output.uri).is_file():
+                return False
+            if not all(path_of(uri).is_file() for uri in written if root in path_of(uri).resolve().parents):
+                return False
+        except ValueError:  # not a file:// URI: nothing this run can vouch for
+            return False
+    return True
+
+
+def finished_jobs(entry: ManifestEntry, out_dir: Path) -> tuple[JobResult, ...]:
+    """The entry's GPU jobs that succeeded and whose files are all on disk: a re-run keeps them, runs the rest."""
+    return tuple(r for r in entry.jobs if r.status is Status.SUCCEEDED and _job_on_disk(r, out_dir))
+
+
+def missing_jobs(entry: ManifestEntry) -> list[JobRequest]:
+    """The GPU jobs prepare asked for that have no succeeded result yet (all of them on a first run)."""
+    if entry.status is not Status.SUCCEEDED or entry.prepared is None:
+        return []
+    done = {r.job_id for r in entry.jobs if r.status is Status.SUCCEEDED}
+    return [request for request in entry.prepared.jobs if request.job_id not in done]
+
+
 def _reusable(previous: ManifestEntry | None, photo: InputPhoto, out_dir: Path, fingerprint: str) -> bool:
+    """Whether the previous run's prepare outputs for this photo stand (its GPU jobs may still be to run)."""
     if previous is None or previous.status is not Status.SUCCEEDED or previous.settings_fingerprint != fingerprint:
         return False
     if photo.sidecar_error or not all((out_dir / path).is_file() for path in previous.outputs.values()):
         return False
-    job_outputs = [relative_to_out(output.uri, out_dir) for job in previous.jobs for output in job.outputs]
-    if not all((out_dir / path).is_file() for path in job_outputs):
-        return False
+    if previous.prepared is None and len(previous.requested_jobs) > 1:
+        return False  # GPU jobs were asked for but their requests were not recorded
     try:
         return hashlib.sha256(photo.path.read_bytes()).hexdigest() == previous.content_sha256
     except OSError:
         return False
+
+
+def _reused(previous: ManifestEntry, out_dir: Path) -> ManifestEntry:
+    """The previous entry, kept: its finished jobs stay; with any job to (re)run its review items are made again."""
+    jobs = finished_jobs(previous, out_dir)
+    update: dict[str, object] = {"reused": True, "jobs": jobs}
+    if jobs != previous.jobs or missing_jobs(previous.model_copy(update={"jobs": jobs})):
+        update["review_items"] = ()
+    return previous.model_copy(update=update)
 
 
 _worker_remover: BackgroundRemover | None = None
@@ -258,7 +308,7 @@ def run_batch(
     for index, photo in enumerate(photos):
         earlier = previous.get(photo.source)
         if earlier is not None and _reusable(earlier, photo, out_dir, fingerprint):
-            results[index] = earlier.model_copy(update={"reused": True})
+            results[index] = _reused(earlier, out_dir)
             on_done(results[index])
         else:
             pending.append((index, photo))
@@ -331,19 +381,23 @@ def run_job_stage(
     worker: Callable[[], GpuJobRunner],
     on_done: Callable[[JobResult], None] = lambda result: None,
 ) -> list[ManifestEntry]:
-    """Run the GPU jobs prepare asked for (photos not reused), one at a time: the worker is the endpoint's stand-in."""
+    """Run the GPU jobs prepare asked for that have no finished result (a reused photo's unfinished ones too), one
+    at a time: the worker is the endpoint's stand-in."""
     runner: GpuJobRunner | None = None
     updated = []
     for entry in entries:
-        if entry.status is not Status.SUCCEEDED or entry.reused or entry.prepared is None or not entry.prepared.jobs:
+        todo = missing_jobs(entry)
+        if not todo:
             updated.append(entry)
             continue
         runner = runner or worker()
-        results = []
-        for request in entry.prepared.jobs:
-            results.append(runner.run(request))
-            on_done(results[-1])
-        updated.append(apply_results(entry, results))
+        results = {r.job_id: r for r in entry.jobs}
+        for request in todo:
+            results[request.job_id] = runner.run(request)
+            on_done(results[request.job_id])
+        assert entry.prepared is not None
+        ordered = [results[request.job_id] for request in entry.prepared.jobs if request.job_id in results]
+        updated.append(apply_results(entry.model_copy(update={"review_items": ()}), ordered))
     return updated
 
 
@@ -352,7 +406,7 @@ def check_and_itemise(entries: list[ManifestEntry], out_dir: Path, settings: Run
     read_image = image_reader(FileStorage([out_dir]))
     updated = []
     for entry in entries:
-        if entry.status is not Status.SUCCEEDED or entry.prepared is None or entry.reused:
+        if entry.status is not Status.SUCCEEDED or entry.prepared is None or (entry.reused and entry.review_items):
             updated.append(entry)
             continue
         items = review_items(entry.prepared, entry.jobs, read_image, settings.max_pixel_difference)
@@ -361,7 +415,7 @@ def check_and_itemise(entries: list[ManifestEntry], out_dir: Path, settings: Run
 
 
 def count_gpu_jobs(entries: list[ManifestEntry]) -> int:
-    return sum(len(e.prepared.jobs) for e in entries if e.status is Status.SUCCEEDED and not e.reused and e.prepared)
+    return sum(len(missing_jobs(entry)) for entry in entries)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -400,6 +454,68 @@ class Progress(Protocol):
 ShowLink = Callable[[str, str, timedelta], None]
 
 
+class CheckpointedProgress:
+    """Progress that also writes the manifest as the run goes, so a killed run's finished work is found again.
+
+    An entry is recorded only after its files are written (prepare writes before returning; a job's result arrives
+    after its outputs and result.json), so the manifest on disk never claims a file that is not there. Photos not
+    reached yet keep the previous run's entry (its files are still on disk, and the next run judges them again).
+    Writes are at most one per `interval_s` (longer when the manifest is large) for photos, one after every GPU job,
+    and one at the end of prepare.
+    """
+
+    def __init__(
+        self,
+        progress: Progress,
+        out_dir: Path,
+        input_root: Path,
+        settings: RunSettings,
+        started: datetime,
+        previous: dict[str, ManifestEntry],
+        interval_s: float = 1.0,
+    ) -> None:
+        self.progress = progress
+        self._write = lambda entries: write_manifest(out_dir, input_root, settings, started, entries)
+        self.entries: dict[str, ManifestEntry] = dict(previous)
+        self._by_job: dict[str, str] = {}
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._wait_s = interval_s
+        self._dirty = False
+
+    def photo_done(self, entry: ManifestEntry) -> None:
+        self.progress.photo_done(entry)
+        self.record(entry)
+
+    def start_jobs(self, count: int) -> None:
+        self.save(force=True)
+        self.progress.start_jobs(count)
+
+    def job_done(self, result: JobResult) -> None:
+        self.progress.job_done(result)
+        source = self._by_job.get(result.job_id)
+        if source is not None:
+            entry = self.entries[source]
+            results = [r for r in entry.jobs if r.job_id != result.job_id] + [result]
+            # A GPU job costs seconds to minutes: its result is always written at once.
+            self.record(apply_results(entry.model_copy(update={"review_items": ()}), results), force=True)
+
+    def record(self, entry: ManifestEntry, force: bool = False) -> None:
+        self.entries[entry.source] = entry
+        for request in entry.prepared.jobs if entry.prepared else ():
+            self._by_job[request.job_id] = entry.source
+        self._dirty = True
+        self.save(force)
+
+    def save(self, force: bool = False) -> None:
+        if self._dirty and (force or time.monotonic() - self._last >= self._wait_s):
+            began = time.monotonic()
+            self._write(list(self.entries.values()))
+            self._last, self._dirty = time.monotonic(), False
+            # A batch of 10k photos makes a large manifest: keep its writing under ~5% of the run.
+            self._wait_s = max(self.interval_s, 20 * (self._last - began))
+
+
 @dataclass(frozen=True)
 class FinishedRun:
     manifest: RunManifest
@@ -422,7 +538,10 @@ def finish_run(
 
     remove_stale_outputs(out_dir, previous, entries)
     manifest = write_manifest(out_dir, input_root.resolve(), settings, started, entries)
-    report = write_report(out_dir, manifest, REPORT_NAME)
+    # Rendered under a temporary name and renamed, like every other output: a kill never leaves half a report.
+    partial = write_report(out_dir, manifest, f".{REPORT_NAME}.partial")
+    report = out_dir / REPORT_NAME
+    os.replace(partial, report)
     outcome = review_run(
         out_dir,
         manifest,
@@ -448,17 +567,27 @@ def run_locally(
     from functions.adapters.local.gpu_worker import InProcessGpuWorker
 
     started = datetime.now(UTC)
+    # 0. A run killed before this one may have left temporary files of unfinished writes: they are nobody's output.
+    remove_interrupted_writes(out_dir)
     previous = load_previous_manifest(out_dir)
-    # 1. Prepare every photo (reusing finished work).
+    progress = CheckpointedProgress(progress, out_dir, input_root.resolve(), settings, started, previous)
+    # 1. Prepare every photo (reusing finished work, a killed run's included).
     entries = run_batch(photos, out_dir, settings, on_done=progress.photo_done)
-    # 2. GPU jobs one at a time in this process, standing in for the endpoint (one GPU).
+    # 2. GPU jobs one at a time in this process, standing in for the endpoint (one GPU); a reused photo's
+    #    unfinished jobs run too.
     progress.start_jobs(count_gpu_jobs(entries))
     if count_gpu_jobs(entries) and settings.models is None:
         raise ConfigurationError(
             "GPU jobs need --models: `tiny` (random tiny models, to try the flow) or a config file."
         )
     models = settings.models or ""
-    entries = run_job_stage(entries, lambda: InProcessGpuWorker(models), on_done=progress.job_done)
+    # The jobs read and write only the run's folders and the brand's folder in the store (its adapters, models).
+    profile_uri = settings.brand.resolved.profile_uri
+    brand_folders = [path_of(profile_uri).parent] if profile_uri and profile_uri.startswith("file:") else []
+    job_roots = (input_root, out_dir, *brand_folders)
+    entries = run_job_stage(
+        entries, lambda: InProcessGpuWorker(models, data_roots=job_roots), on_done=progress.job_done
+    )
     # 3. The automatic checks turn every image into a review item with its flags.
     entries = check_and_itemise(entries, out_dir, settings)
     # 4. Manifest, report, review, publish.

@@ -4,13 +4,14 @@
 - Job id: `<image id>-<kind>`; the AWS submitter adds `-a<attempt>` so a retry is a new SageMaker InferenceId.
 - Seed: from the photo's bytes and the job kind only, so the same photo gets the same images on every runtime.
 - Every GPU job gets the brand's resolved profile (adapters, prompts, model library) when the brand has one.
+- Category: the sidecar's when it names one, else the run's default (`catalog run --category`), else `other`.
 """
 
 import hashlib
 from collections.abc import Sequence
 
 from functions.errors import ConfigurationError
-from schemas import BrandProfile, JobKind, JobRequest, PreparedFiles, ProductSidecar
+from schemas import BrandProfile, GarmentCategory, JobKind, JobRequest, PreparedFiles, ProductSidecar
 
 GPU_JOB_KINDS = (JobKind.GHOST_MANNEQUIN, JobKind.TRY_ON, JobKind.LIFESTYLE)
 
@@ -32,6 +33,22 @@ def jobs_for(sidecar: ProductSidecar | None, default: Sequence[JobKind]) -> tupl
     return tuple(dict.fromkeys([JobKind.PACKSHOT, *default]))
 
 
+def sidecar_with_category(sidecar: ProductSidecar | None, default: GarmentCategory | None) -> ProductSidecar | None:
+    """The sidecar with the run's default category filled in when it names none (its own category always wins)."""
+    if default is None or (sidecar is not None and "category" in sidecar.model_fields_set):
+        return sidecar
+    if sidecar is None:
+        return ProductSidecar(category=default)
+    return sidecar.model_copy(update={"category": default})
+
+
+def category_for(sidecar: ProductSidecar | None, default: GarmentCategory | None = None) -> GarmentCategory:
+    """What the GPU jobs are told the garment is: the sidecar's category, else `default`, else `other`."""
+    if sidecar is not None and ("category" in sidecar.model_fields_set or default is None):
+        return sidecar.category
+    return default or ProductSidecar().category
+
+
 def gpu_jobs_in(kinds: Sequence[JobKind]) -> tuple[JobKind, ...]:
     return tuple(kind for kind in kinds if kind in GPU_JOB_KINDS)
 
@@ -48,7 +65,8 @@ def _inputs(kind: JobKind, files: PreparedFiles) -> dict[str, str]:
     if kind is JobKind.GHOST_MANNEQUIN:
         if files.normalised is None:
             raise ValueError("a ghost-mannequin job needs the normalised photo; prepare did not write it")
-        return {"image": files.normalised}
+        # The cutout mask too: with tiny random models the recipe falls back to it when its segmenter finds none.
+        return {"image": files.normalised, "mask": files.mask}
     if kind is JobKind.TRY_ON:
         return {"garment": files.cutout}
     return {"cutout": files.cutout}
@@ -65,8 +83,12 @@ def build_job_requests(
     files: PreparedFiles,
     output_prefix: str,
     profile: BrandProfile | None,
+    default_category: GarmentCategory | None = None,
 ) -> tuple[JobRequest, ...]:
-    """One request per GPU job kind; outputs under `<output_prefix><kind>` (a folder locally, a prefix on S3)."""
+    """One request per GPU job kind; outputs under `<output_prefix><kind>` (a folder locally, a prefix on S3).
+
+    `default_category` is for photos whose sidecar names no category (`catalog run --category`).
+    """
     product = {
         name: value
         for name, value in (
@@ -89,7 +111,7 @@ def build_job_requests(
                 kind=kind,
                 brand=brand,
                 sku=sku,
-                category=sidecar.category if sidecar else ProductSidecar().category,
+                category=category_for(sidecar, default_category),
                 inputs=_inputs(kind, files),
                 output_prefix=f"{output_prefix}{kind.value}",
                 seed=job_seed(content_sha256, kind),

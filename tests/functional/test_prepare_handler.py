@@ -366,6 +366,20 @@ def test_the_sidecar_asks_for_gpu_jobs_on_the_prepared_images(s3):
     assert jobs["try_on"].output_prefix == f"s3://{WORK}/gpu/outputs/{IMAGE_ID}/try_on"
 
 
+def test_a_photo_in_a_sub_folder_of_the_sku_reads_the_sku_folders_sidecar(s3):
+    # Given a photo under incoming/acme/SKU-1/angles/ and the SKU's sidecar one level up, as `catalog run` reads it
+    key = "incoming/acme/SKU-1/angles/back.jpg"
+    version = upload(s3, studio_jpeg(), key=key)
+    put_sidecar(s3, {"title": "Tee", "jobs": ["lifestyle"]})
+
+    # When prepare runs
+    result = run(execution_input(version, key=key))
+
+    # Then the sidecar's jobs apply, and the photo is named as the local runtime names it
+    assert [job.kind.value for job in result.jobs] == ["lifestyle"]
+    assert result.publish_stem == "SKU-1/angles__back"
+
+
 def test_a_ghost_mannequin_job_gets_the_normalised_photo(s3):
     # Given a sidecar asking for a ghost mannequin
     version = upload(s3, studio_jpeg())
@@ -379,7 +393,8 @@ def test_a_ghost_mannequin_job_gets_the_normalised_photo(s3):
     normalised = image_at(s3, result.files.normalised)
     assert (normalised.mode, normalised.size) == ("RGB", (360, 480))
     (job,) = result.jobs
-    assert job.kind is JobKind.GHOST_MANNEQUIN and job.inputs == {"image": result.files.normalised}
+    assert job.kind is JobKind.GHOST_MANNEQUIN
+    assert job.inputs == {"image": result.files.normalised, "mask": result.files.mask}
 
 
 def test_the_same_photo_gets_the_same_seeds_under_another_key(s3):

@@ -102,7 +102,10 @@ def test_each_kind_reads_the_file_it_needs_and_writes_under_its_own_prefix():
     # Given the prepared files, When the requests are built
     ghost, try_on, lifestyle = build()
     # Then the ghost mannequin reads the normalised photo, try-on and lifestyle the cutout
-    assert ghost.inputs == {"image": f"s3://catalog-work/prepared/{IMAGE_ID}/normalised.png"}
+    assert ghost.inputs == {
+        "image": f"s3://catalog-work/prepared/{IMAGE_ID}/normalised.png",
+        "mask": f"s3://catalog-work/prepared/{IMAGE_ID}/mask.png",
+    }
     assert try_on.inputs == {"garment": f"s3://catalog-work/prepared/{IMAGE_ID}/cutout.png"}
     assert lifestyle.inputs == {"cutout": f"s3://catalog-work/prepared/{IMAGE_ID}/cutout.png"}
     # And each writes under `<output prefix><kind>`
@@ -160,3 +163,37 @@ def test_a_sidecar_naming_jobs_wins_over_the_default():
     # Given a sidecar that names none, or no sidecar, Then the default is used
     assert jobs_for(ProductSidecar(title="Tee"), default) == (JobKind.PACKSHOT, JobKind.LIFESTYLE)
     assert jobs_for(None, default) == (JobKind.PACKSHOT, JobKind.LIFESTYLE)
+
+
+def test_the_runs_category_is_the_default_for_photos_whose_sidecar_names_none():
+    # Given the run's --category tops
+    from functions.stages.gpu_requests import sidecar_with_category
+
+    # When a photo has no sidecar, or one that names no category
+    for sidecar in (None, ProductSidecar(title="Tee")):
+        requests = build(kinds=(JobKind.TRY_ON,), sidecar=sidecar_with_category(sidecar, GarmentCategory.TOPS))
+        # Then its try-on request is for tops (and a sidecar's other fields and job choice are kept)
+        assert requests[0].category is GarmentCategory.TOPS
+    kept = sidecar_with_category(ProductSidecar(title="Tee"), GarmentCategory.TOPS)
+    assert kept is not None and kept.title == "Tee" and "jobs" not in kept.model_fields_set
+    # And a sidecar's own category wins, even `other`
+    for own in (GarmentCategory.DRESSES, GarmentCategory.OTHER):
+        sidecar = sidecar_with_category(ProductSidecar(category=own), GarmentCategory.TOPS)
+        assert build(kinds=(JobKind.TRY_ON,), sidecar=sidecar)[0].category is own
+    # And without --category nothing changes
+    assert sidecar_with_category(None, None) is None
+    assert build(kinds=(JobKind.TRY_ON,), sidecar=None)[0].category is GarmentCategory.OTHER
+    # And build_job_requests takes the default directly too (for callers without a sidecar to fill)
+    direct = build_job_requests(
+        image_id=IMAGE_ID,
+        content_sha256=SHA,
+        brand="acme",
+        sku="SKU-1",
+        sidecar=None,
+        kinds=(JobKind.TRY_ON,),
+        files=files(f"s3://catalog-work/prepared/{IMAGE_ID}/"),
+        output_prefix=f"s3://catalog-work/gpu/outputs/{IMAGE_ID}/",
+        profile=None,
+        default_category=GarmentCategory.BOTTOMS,
+    )
+    assert direct[0].category is GarmentCategory.BOTTOMS

@@ -166,12 +166,13 @@ def test_a_ghost_mannequin_job_needs_the_normalised_photo_and_gets_it():
     # When it is prepared
     prepared = prepare(storage, photo(kinds=(JobKind.PACKSHOT, JobKind.GHOST_MANNEQUIN))).prepared
 
-    # Then the upright sRGB photo is written, and the ghost-mannequin job reads exactly it
+    # Then the upright sRGB photo is written, and the ghost-mannequin job reads exactly it (and the product mask)
     assert prepared.files.normalised == f"s3://catalog-work/prepared/{IMAGE_ID}/normalised.png"
     normalised = image(storage, prepared.files.normalised)
     assert (normalised.mode, normalised.size) == ("RGB", SIZE)
     (job,) = prepared.jobs
-    assert job.kind is JobKind.GHOST_MANNEQUIN and job.inputs == {"image": prepared.files.normalised}
+    assert job.kind is JobKind.GHOST_MANNEQUIN
+    assert job.inputs == {"image": prepared.files.normalised, "mask": prepared.files.mask}
 
 
 def test_the_gpu_jobs_asked_for_are_built_with_the_brand_profile():
