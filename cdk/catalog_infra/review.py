@@ -31,7 +31,7 @@ STAGE = "review"
 SCHEDULE_EVERY = Duration.minutes(5)
 REMIND_BEFORE = Duration.hours(24)  # a batch still undecided this long before its link expires gets one reminder
 IMAGE_URL_LIFETIME = Duration.minutes(5)  # presigned image URLs on the page; emails use long-lived signed routes
-# The review table actions of each function's code path (functions/review/store.py, DynamoDBReviewStore). A
+# The review table actions of each function's code path (functions/adapters/aws/review_store.py, DynamoDBReviewStore). A
 # TransactWriteItems needs the action of each of its items: Put -> PutItem, Update -> UpdateItem, ConditionCheck ->
 # ConditionCheckItem. Notify only creates (one transaction of Puts); the page reads (Query, GetItem) and decides (a
 # ConditionCheck + Update transaction, conditional UpdateItems to close and mark resumed), it never puts; the digest
@@ -81,7 +81,7 @@ class Review(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
         # Sparse: a review or batch carries `sweep_queue` only while the digest or the sweep has work on it (see
-        # functions/review/store.py), so each scheduled run reads a bounded page of due work instead of the table.
+        # functions/adapters/aws/review_store.py), so each scheduled run reads a bounded page of due work only.
         table.add_global_secondary_index(
             index_name="sweep",
             partition_key=dynamodb.Attribute(name="sweep_queue", type=dynamodb.AttributeType.STRING),

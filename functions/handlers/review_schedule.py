@@ -13,7 +13,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.adapters.aws import review as aws_review
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
-from functions.review.mailer import SesMailer, build_review_email
+from functions.adapters.aws.ses_mailer import SesMailer
+from functions.review.mailer import build_review_email
 from functions.review.signing import LinkParams
 from functions.review.store import StoredReview
 from schemas.review import ReviewItem

@@ -13,13 +13,15 @@ from enum import StrEnum
 from pathlib import Path
 
 from functions.adapters.local.files import FileStorage
+from functions.adapters.local.outbox import OutboxMailer
 from functions.adapters.local.publisher import FolderPublisher
-from functions.review.local_server import LocalReviewServer
-from functions.review.mailer import OutboxMailer, build_review_email
-from functions.review.resume import LocalResumer
+from functions.adapters.local.resume import LocalResumer
+from functions.adapters.local.review_server import LocalReviewServer
+from functions.adapters.local.review_store import SQLiteReviewStore
+from functions.review.mailer import build_review_email
 from functions.review.service import AUTO_REVIEWER, ReviewService
 from functions.review.signing import LinkParams, load_local_keys
-from functions.review.store import SQLiteReviewStore, StoredReview, now_utc
+from functions.review.store import StoredReview, now_utc
 from functions.stages.publish import publish_decisions
 from schemas import PublishResult, RunManifest, Status
 from schemas.review import (

@@ -1,16 +1,15 @@
 """The one email per batch: counts, a few thumbnails by link, one link. HTML and plain-text parts.
 
-Sent with SES on AWS; written as an `.eml` file to `OUT/outbox/` locally. The link is a capability, so the message
+Sent with SES on AWS (`functions/adapters/aws/ses_mailer.py`); written as an `.eml` file to `OUT/outbox/` locally
+(`functions/adapters/local/outbox.py`). The link is a capability, so the message
 is built from the signed link only: no task token can reach it.
 """
 
-import os
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from html import escape
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from schemas.review import ReviewItem, ReviewTask
 
@@ -75,42 +74,3 @@ def build_review_email(
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
-
-
-class OutboxMailer:
-    """Writes each message as `<outbox>/<review id>[-reminder].eml`, never over an existing file. The messages hold
-    the review link, so the folder is 0700 and each file 0600."""
-
-    def __init__(self, outbox: Path) -> None:
-        self.outbox = outbox
-
-    def send(self, message: EmailMessage) -> str:
-        self.outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.outbox, 0o700)  # also a folder an older version created 0755
-        stem = f"review-{message['X-Catalog-Review-Id'] or 'message'}"  # ids may start with "-"
-        if str(message["Subject"]).startswith("Reminder: "):
-            stem += "-reminder"
-        for attempt in range(1000):
-            path = self.outbox / (f"{stem}.eml" if attempt == 0 else f"{stem}-{attempt}.eml")
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            with os.fdopen(fd, "wb") as file:
-                file.write(bytes(message))
-            return str(path)
-        raise FileExistsError(f"too many messages named {stem} in {self.outbox}")
-
-
-class SesMailer:
-    """Sends the raw MIME message with SES, so both parts arrive exactly as built."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def send(self, message: EmailMessage) -> str:
-        recipients = [address.strip() for address in str(message["To"]).split(",") if address.strip()]
-        response = self.client.send_raw_email(
-            Source=str(message["From"]), Destinations=recipients, RawMessage={"Data": bytes(message)}
-        )
-        return str(response["MessageId"])

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from functions.adapters.local.review_store import SQLiteReviewStore
 from functions.local.synthetic_photos import write_example_photos
-from functions.review.store import SQLiteReviewStore
 from schemas.review import ReviewState, Verdict
 
 pytestmark = pytest.mark.e2e

@@ -16,10 +16,10 @@ from moto import mock_aws
 
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore
+from functions.adapters.aws.review_store import DynamoDBReviewStore
 from functions.handlers import reconcile_gpu_jobs
 from functions.review.service import ResumeStatus, ReviewService
 from functions.review.signing import SigningKeys
-from functions.review.store import DynamoDBReviewStore
 from schemas.review import ReviewItem
 
 from .aws_fixtures import JOBS, REGION, FakeContext, create_resources, create_review_table

@@ -362,7 +362,8 @@ def test_schedule_reminds_once_then_expires_with_send_task_failure(aws, log_outp
 
 
 def test_dynamodb_store_applies_a_decision_once(aws):
-    from functions.review.store import AlreadyDecided, DecisionApplied, DynamoDBReviewStore
+    from functions.adapters.aws.review_store import DynamoDBReviewStore
+    from functions.review.store import AlreadyDecided, DecisionApplied
     from schemas.review import ReviewDecision, ReviewTask, Verdict
 
     store = DynamoDBReviewStore(boto3.client("dynamodb", region_name=REGION), TABLE)

@@ -1,8 +1,7 @@
 """The tables' sparse indexes and TTL as the stack declares them are the ones the runtime code queries and writes
 (cdk/ imports no runtime code: the names are shared, so a test holds them together)."""
 
-from functions.adapters.aws import job_store
-from functions.review import store as review_store
+from functions.adapters.aws import job_store, review_store
 
 
 def _table(synthesized, prefix: str) -> dict:

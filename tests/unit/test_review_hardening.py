@@ -23,12 +23,12 @@ from PIL import Image
 from rich.console import Console
 
 from functions.adapters.local.files import file_uri
+from functions.adapters.local.outbox import OutboxMailer
+from functions.adapters.local.review_server import LocalReviewServer
+from functions.adapters.local.review_store import SQLiteReviewStore
 from functions.review.local_flow import local_service, serve_and_wait
-from functions.review.local_server import LocalReviewServer
-from functions.review.mailer import OutboxMailer
 from functions.review.service import ResumeStatus, ReviewService
 from functions.review.signing import SigningKeys
-from functions.review.store import SQLiteReviewStore
 from schemas import ManifestEntry, ProcessingError, Status
 from schemas.review import ReviewItem, ReviewItemDetails
 

@@ -13,11 +13,12 @@ from PIL import Image
 
 from functions.adapters.local.files import FileStorage, file_uri
 from functions.adapters.local.publisher import FolderPublisher
+from functions.adapters.local.review_server import LocalReviewServer
+from functions.adapters.local.review_store import SQLiteReviewStore
 from functions.review.local_flow import ReviewMode, local_service, review_run
-from functions.review.local_server import LocalReviewServer
 from functions.review.service import AUTO_REVIEWER, ResumeStatus, ReviewService
 from functions.review.signing import SigningKeys
-from functions.review.store import SQLiteReviewStore, StoredReview
+from functions.review.store import StoredReview
 from functions.stages.publish import publish_decisions
 from schemas import QualityFlag
 from schemas.review import ReviewItem, ReviewItemDetails, ReviewState, Verdict

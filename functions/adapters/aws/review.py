@@ -11,12 +11,13 @@ from urllib.parse import quote, urlsplit
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
+from functions.adapters.aws.review_store import DynamoDBReviewStore
 from functions.adapters.aws.s3_storage import s3_location
+from functions.adapters.aws.step_functions import StepFunctionsResumer
 from functions.review.page import ImageUrl
-from functions.review.resume import StepFunctionsResumer
 from functions.review.service import ReviewService
 from functions.review.signing import IMAGE_KINDS, ImageParams, LinkParams, SigningKeys, load_secrets_manager_keys
-from functions.review.store import DynamoDBReviewStore, StoredReview
+from functions.review.store import StoredReview
 from schemas.review import ReviewItem
 
 __all__ = ["IMAGE_KINDS", "image_location", "image_route", "presigned_image_urls", "review_link", "review_service"]

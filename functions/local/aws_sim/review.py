@@ -32,13 +32,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
 
+from functions.adapters.local.outbox import OutboxMailer
 from functions.errors import ConfigurationError
 from functions.local.aws_sim.driver import FlowDriver
 from functions.local.aws_sim.lambdas import LambdaFunctions
 from functions.local.aws_sim.stack import ACCOUNT, REGION
 from functions.local.runner import ShowLink
 from functions.review.local_flow import OUTBOX_DIR, ReviewMode, ReviewOptions, ReviewRunResult
-from functions.review.mailer import OutboxMailer
 from functions.review.service import AUTO_REVIEWER
 from schemas.review import ReviewState, Verdict
 

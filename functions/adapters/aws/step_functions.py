@@ -1,7 +1,8 @@
-"""Continuing what waits for a batch: a Step Functions `.waitForTaskToken` task on AWS, the local run locally."""
+"""Continuing the Step Functions execution that waits for a review: `.waitForTaskToken` resumed with the decisions,
+or failed with `ReviewExpired`. The token is the resume handle; it is never logged.
+"""
 
 import logging
-import threading
 from typing import Any
 
 from functions.review.service import ResumeStatus
@@ -43,20 +44,3 @@ class StepFunctionsResumer:
         return self._call(
             review_id, "send_task_failure", taskToken=handle, error=EXPIRED_ERROR, cause=cause[:_MAX_CAUSE]
         )
-
-
-class LocalResumer:
-    """The local run waits on `finished`; set once the batch is decided or expired."""
-
-    def __init__(self) -> None:
-        self.finished = threading.Event()
-        self.outcome: str | None = None
-
-    def resume(self, review_id: str, handle: str | None, outcome: str) -> ResumeStatus:
-        self.outcome = outcome
-        self.finished.set()
-        return ResumeStatus.RESUMED
-
-    def fail_expired(self, review_id: str, handle: str | None, cause: str) -> ResumeStatus:
-        self.finished.set()
-        return ResumeStatus.RESUMED
