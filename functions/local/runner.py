@@ -129,7 +129,8 @@ class RunSettings:
 # -- one photo ----------------------------------------------------------------------------------------------------
 
 
-def _failed(photo: InputPhoto, settings: RunSettings, error: ProcessingError, sha: str | None) -> ManifestEntry:
+def failed_entry(photo: InputPhoto, settings: RunSettings, error: ProcessingError, sha: str | None) -> ManifestEntry:
+    """A photo that ends here, with its reason; the same entry on both runtimes."""
     return ManifestEntry(
         source=photo.source,
         sku=photo.sku,
@@ -149,11 +150,13 @@ def image_id_for(source: str, content_sha256: str) -> str:
 def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remover: BackgroundRemover) -> ManifestEntry:
     """Prepare one input file (the same stage as the prepare Lambda); any per-file problem becomes a failed entry."""
     if photo.sidecar_error:
-        return _failed(photo, settings, photo.sidecar_error, None)
+        return failed_entry(photo, settings, photo.sidecar_error, None)
     try:
         data = photo.path.read_bytes()
     except OSError as error:
-        return _failed(photo, settings, ProcessingError(code="unreadable", message=f"{photo.source}: {error}"), None)
+        return failed_entry(
+            photo, settings, ProcessingError(code="unreadable", message=f"{photo.source}: {error}"), None
+        )
     sha = hashlib.sha256(data).hexdigest()
     requested = jobs_for(photo.sidecar, settings.jobs)
     files_prefix = file_uri(out_dir / photo.output_stem) + "."
@@ -183,7 +186,7 @@ def process_input(photo: InputPhoto, out_dir: Path, settings: RunSettings, remov
             reviewers=(settings.brand.profile.reviewers if settings.brand.profile else ()) or settings.reviewers,
         )
     except CatalogError as error:
-        return _failed(photo, settings, ProcessingError(code=error.code, message=error.message), sha)
+        return failed_entry(photo, settings, ProcessingError(code=error.code, message=error.message), sha)
     prepared = result.prepared
     return ManifestEntry(
         source=photo.source,
@@ -291,7 +294,7 @@ def _process_in_worker(photo: InputPhoto, out_dir: Path) -> ManifestEntry:
 def _unexpected_failure(photo: InputPhoto, settings: RunSettings, error: BaseException) -> ManifestEntry:
     # A bug or a crashed worker must not take the batch down; the file is reported and the rest go on.
     message = f"{photo.source}: processing stopped unexpectedly ({type(error).__name__}: {error})."
-    return _failed(photo, settings, ProcessingError(code="internal_error", message=message), None)
+    return failed_entry(photo, settings, ProcessingError(code="internal_error", message=message), None)
 
 
 def run_batch(

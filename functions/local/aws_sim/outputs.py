@@ -20,7 +20,7 @@ from functions.local.aws_sim.driver import Execution, FlowDriver, PrepareFailure
 from functions.local.aws_sim.stack import REGION
 from functions.local.discovery import InputPhoto
 from functions.local.manifest import manifest_outputs
-from functions.local.runner import REPORT_FILES, RunSettings, apply_results
+from functions.local.runner import REPORT_FILES, RunSettings, apply_results, failed_entry
 from functions.ports import PublishStatus
 from functions.stages.gpu_requests import jobs_for
 from functions.stages.publish import safe_name
@@ -108,15 +108,7 @@ class OutputWriter:
         return entry
 
     def _failed(self, photo: InputPhoto, error: ProcessingError, sha: str | None) -> ManifestEntry:
-        return ManifestEntry(
-            source=photo.source,
-            sku=photo.sku,
-            status=Status.FAILED,
-            error=error,
-            content_sha256=sha,
-            settings_fingerprint=self.settings.fingerprint(),
-            requested_jobs=jobs_for(photo.sidecar, self.settings.jobs),
-        )
+        return failed_entry(photo, self.settings, error, sha)
 
     def _unreadable(self, photo: InputPhoto) -> ManifestEntry:
         try:
