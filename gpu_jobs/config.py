@@ -16,7 +16,9 @@ A deployment writes one JSON file (baked into the image or shipped as the SageMa
       "controlnets": {"canny": {"name": "canny", "source": "controlnet-canny-sdxl", "licence": "openrail++",
                                 "commercial_use": true}},
       "segmenters": {"clothes": {"name": "clothes", "source": "segmenters/clothes.onnx", "licence": "mit",
-                                 "commercial_use": true, "labels": {"background": 0, "garment": 1}}}
+                                 "commercial_use": true, "labels": {"background": 0, "garment": 1}}},
+      "garment_classifier": {"name": "garments", "source": "classifiers/garments.onnx", "licence": "apache-2.0",
+                             "commercial_use": true, "labels": ["tops", "bottoms", "dresses", "outerwear"]}
     }
 
 `source` is a local folder/file, a Hugging Face id (read from the local HF cache only unless
@@ -27,7 +29,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas import GarmentCategory
 
 TINY_SOURCE = "tiny"
 
@@ -68,6 +72,44 @@ class SegmenterSpec(ModelSpec):
     input_size: tuple[int, int] | None = Field(default=None, description="(width, height) fed to the net.")
 
 
+class GarmentClassifierSpec(ModelSpec):
+    """An ONNX garment classifier (a local `.onnx` file, never downloaded) that names a garment's category.
+
+    The net takes one `1x3xHxW` float32 input ((rgb/255 - mean)/std, RGB on white where transparent) and gives
+    `1xC` logits; `labels` names the C classes in output order. Try-on uses it for a garment whose category is
+    `other`, and only when the top class's probability is at least `min_confidence`.
+    """
+
+    labels: tuple[GarmentCategory, ...] = Field(min_length=2, description="The output classes, in order.")
+    input_size: int = Field(default=224, ge=8, le=1024, description="Side of the square image fed to the net.")
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    min_confidence: float = Field(default=0.6, gt=0.0, le=1.0)
+
+    @field_validator("source")
+    @classmethod
+    def _local_onnx_file(cls, source: str) -> str:
+        if not source.endswith(".onnx"):
+            raise ValueError(f"must be a local .onnx file, got {source!r}")
+        if not Path(source).is_file():
+            raise ValueError(f"no such file: {source} (classifier weights are never downloaded)")
+        return source
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: tuple[GarmentCategory, ...]) -> tuple[GarmentCategory, ...]:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct, got {[label.value for label in labels]}")
+        return labels
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(std) <= 0:
+            raise ValueError(f"must be positive, got {std}")
+        return std
+
+
 class IPAdapterSpec(ModelSpec):
     """IP-Adapter weights plus the CLIP image encoder they were trained with."""
 
@@ -87,6 +129,9 @@ class ModelConfig(_Config):
     segmenters: dict[str, SegmenterSpec] = Field(default_factory=dict, description="e.g. 'clothes', 'human_parsing'.")
     try_on_engine: Literal["diffusers", "catvton"] = "diffusers"
     catvton: ModelSpec | None = None
+    garment_classifier: GarmentClassifierSpec | None = Field(
+        default=None, description="Optional: names the category of a garment that has none (try-on)."
+    )
     lora_cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "gpu_jobs" / "lora")
     max_cached_adapters: int = Field(default=16, ge=1, description="LoRAs kept loaded; the least recent is dropped.")
     allow_downloads: bool = Field(default=False, description="Let Hugging Face ids download (never at request time).")
@@ -109,6 +154,8 @@ class ModelConfig(_Config):
                 found.append(self.ip_adapter.image_encoder)
         if self.catvton is not None:
             found.append(self.catvton)
+        if self.garment_classifier is not None:
+            found.append(self.garment_classifier)
         return found
 
     @classmethod

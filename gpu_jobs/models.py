@@ -16,6 +16,7 @@ switched per request with `set_adapters`; the base is never reloaded.
                   callback_on_step_end=registry.step_callback).images   # stops a job past its deadline
     segmenter = registry.cached("segmenter:clothes", lambda: build_it())  # build-once cache for other parts
     registry.check_licence(spec, brand_commercial=brand.commercial)       # LicenceError when refused
+    classifier = registry.garment_classifier()  # the optional ONNX garment classifier, or None
 """
 
 import hashlib
@@ -27,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 from diffusers import (
@@ -46,6 +47,9 @@ from . import storage
 from .config import ModelConfig, ModelSpec
 from .errors import JobInputError, JobTimeoutError
 from .licences import check_licence
+
+if TYPE_CHECKING:
+    from .garment_classifier import GarmentClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +231,17 @@ class ModelRegistry:
     def check_licence(self, spec: ModelSpec, brand_commercial: bool = False) -> None:
         """Raise LicenceError when the deployment or the brand is commercial and `spec` forbids it."""
         check_licence(spec, self.config.commercial or brand_commercial)
+
+    def garment_classifier(self, brand_commercial: bool = False) -> "GarmentClassifier | None":
+        """The configured garment classifier (licence-checked, its session built once), or None without one."""
+        spec = self.config.garment_classifier
+        if spec is None:
+            return None
+        self.check_licence(spec, brand_commercial=brand_commercial)
+        from .garment_classifier import GarmentClassifier
+
+        device: Literal["cpu", "cuda"] = "cuda" if self.device.type == "cuda" else "cpu"
+        return self.cached("garment_classifier", lambda: GarmentClassifier(spec, device))
 
     # ---- LoRA adapters ------------------------------------------------------------------------
     def use_adapters(self, adapters: Sequence[AdapterRef]) -> dict[str, str]:

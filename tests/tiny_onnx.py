@@ -82,3 +82,42 @@ def export_tiny_segmentation_onnx(path: Path, *, seed: int = 0, input_size: int 
             dynamo=False,
         )
     return path
+
+
+def export_tiny_garment_classifier_onnx(
+    path: Path, *, classes: int = 4, winner: int = 0, margin: float = 6.0, seed: int = 0, input_size: int = 32
+) -> Path:
+    """Write a tiny ONNX garment classifier to `path` and return it.
+
+    A conv + global average pooling + linear; the linear's bias gives class `winner` a lead of `margin` logits over
+    the others (the small random weights barely move it), so its softmax probability is about
+    e^margin / (e^margin + classes - 1) on any image. Input `1x3xHxW` float32 (H and W dynamic), output `1xC`.
+    """
+    import torch
+    from torch import nn
+
+    head = nn.Linear(4, classes)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.01)
+        bias = torch.zeros(classes)
+        bias[winner] = margin
+        head.bias.copy_(bias)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (torch.rand(1, 3, input_size, input_size),),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {2: "height", 3: "width"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return path

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from schemas import BrandProfile, JobOutput, JobRequest, JobResult, ModelPhoto
+from schemas import BrandProfile, GarmentCategory, JobOutput, JobRequest, JobResult, ModelPhoto
 from schemas.records import Status
 
 from .. import storage
@@ -383,14 +383,8 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
     # 1. Check inputs.
     if "garment" not in request.inputs:
         raise JobInputError("inputs.garment", "the try-on recipe needs a garment image (cutout or photo)")
-    region = REGION_FOR_CATEGORY.get(request.category)
-    if region is None:
-        known = sorted(category.value for category in REGION_FOR_CATEGORY)
-        raise JobInputError(
-            "category",
-            f"try-on covers {', '.join(known)}; got '{request.category.value}'. Add \"category\" to the SKU's "
-            "product.json or pass --category tops|bottoms|dresses|outerwear to `catalog run`",
-        )
+    category, category_details = _decide_category(request, registry)
+    region = REGION_FOR_CATEGORY[category]
     params = request.params
     engine_name = choice_param(params, "engine", registry.config.try_on_engine, ("diffusers", "catvton"))
     controlnet = params.get("controlnet")
@@ -404,7 +398,7 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
 
     # 2. Load the garment and pick the model photos.
     garment = _garment_on_white(_read_image(request.inputs["garment"], "inputs.garment"))
-    photos = _model_photos(request, brand, region)
+    photos = _model_photos(request, brand, category, region)
     control = (
         _read_image(request.inputs["control"], "inputs.control").convert("RGB") if "control" in request.inputs else None
     )
@@ -482,6 +476,7 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
                 "engine_version": engine.version,
                 "mask_limbs": mask_limbs,
                 "controlnet": controlnet,
+                **category_details,
             }
             if registry.is_tiny:
                 details["note"] = TINY_NOTE
@@ -528,7 +523,38 @@ def _brand_profile(request: JobRequest) -> BrandProfile | None:
         raise JobInputError(field, f"not a valid brand profile: {problems}") from error
 
 
-def _model_photos(request: JobRequest, brand: BrandProfile | None, region: str) -> list[tuple[str, str, Image.Image]]:
+def _decide_category(request: JobRequest, registry: ModelRegistry) -> tuple[GarmentCategory, dict[str, Any]]:
+    """The category to dress (and details saying where it came from): the request's when try-on covers it; for
+    `other`, the configured garment classifier's top class when it is confident and covered; else a refusal."""
+    if request.category in REGION_FOR_CATEGORY:
+        return request.category, {}
+    known = sorted(category.value for category in REGION_FOR_CATEGORY)
+    how_to_fix = (
+        f"try-on covers {', '.join(known)}; got '{request.category.value}'. Add \"category\" to the SKU's "
+        "product.json or pass --category tops|bottoms|dresses|outerwear to `catalog run`"
+    )
+    if request.category != GarmentCategory.OTHER or registry.config.garment_classifier is None:
+        raise JobInputError("category", how_to_fix)
+    brand = _brand_profile(request)
+    classifier = registry.garment_classifier(brand_commercial=brand.commercial if brand is not None else False)
+    assert classifier is not None
+    guess = classifier.classify(_read_image(request.inputs["garment"], "inputs.garment"))
+    if guess.confidence < classifier.spec.min_confidence:
+        raise JobInputError("category", f"{how_to_fix} (the garment classifier was unsure: {guess.describe()})")
+    if guess.category not in REGION_FOR_CATEGORY:
+        raise JobInputError(
+            "category", f"{how_to_fix} (the garment classifier says {guess.describe()}, which try-on does not cover)"
+        )
+    return guess.category, {
+        "category": guess.category.value,
+        "category_source": "classifier",
+        "category_confidence": round(guess.confidence, 4),
+    }
+
+
+def _model_photos(
+    request: JobRequest, brand: BrandProfile | None, category: GarmentCategory, region: str
+) -> list[tuple[str, str, Image.Image]]:
     """(model id, URI, RGB image) for each photo to dress."""
     if "model" in request.inputs:
         uri = request.inputs["model"]
@@ -539,7 +565,7 @@ def _model_photos(request: JobRequest, brand: BrandProfile | None, region: str) 
     library: list[ModelPhoto] = [
         photo
         for photo in (brand.model_library if brand is not None else ())
-        if not photo.body_regions or request.category in photo.body_regions
+        if not photo.body_regions or category in photo.body_regions
     ]
     if library:
         chosen = [photo for photo in library if wanted is None or photo.model_id in wanted]
