@@ -208,59 +208,71 @@ def _differences(output: np.ndarray, expected: np.ndarray, region: np.ndarray, t
 
 
 # ---- the recipes' invariants -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _PreservedRegion:
+    """A recipe's promise that the output equals a reference image inside (or outside) a mask."""
+
+    check: str  # what the reviewer is told did not run
+    code: str
+    reference_key: str
+    mask_key: str
+    inside: bool  # True: inside the mask must be kept; False: outside it
+    pixels: str  # how the message counts the changed pixels
+    advice: str  # what the change means, and what to do
+
+
+_PRODUCT_PIXELS = _PreservedRegion(
+    check="product-pixel check",
+    code="product_pixels_changed",
+    reference_key="placed_uri",
+    mask_key="keep_mask_uri",
+    inside=True,
+    pixels="kept product pixels",
+    advice="The product's own pixels changed: {found}; the product must look exactly as photographed, so reject or "
+    "regenerate it.",
+)
+_MODEL_PHOTO = _PreservedRegion(
+    check="model-photo check",
+    code="model_photo_changed",
+    reference_key="model_uri",
+    mask_key="agnostic_mask_uri",
+    inside=False,
+    pixels="pixels",
+    advice="The model photo changed outside the garment area: {found}; only the garment may change, so check the "
+    "face, hands and background and reject it if they differ.",
+)
+
+
+def _check_preserved(
+    rule: _PreservedRegion, uri: str, details: dict[str, Any], images: _Images, tolerance: int
+) -> list[QualityFlag]:
+    try:
+        files = _uri_details(details, (rule.mask_key, rule.reference_key))
+        output = _load(images.pixels(uri, "RGB"), uri, "the output")
+        mask_uri, reference_uri = files[rule.mask_key], files[rule.reference_key]
+        mask = _load(images.mask(mask_uri), mask_uri, rule.mask_key)
+        reference = _load(images.pixels(reference_uri, "RGB"), reference_uri, rule.reference_key)
+    except _CheckCannotRunError as reason:
+        return [_not_checked(rule.check, reason)]
+    reference_name, mask_name = _file_name(reference_uri), _file_name(mask_uri)
+    mismatch = _size_mismatch(rule.code, uri, {_file_name(uri): output, reference_name: reference, mask_name: mask})
+    if mismatch is not None:
+        return [mismatch]
+    found = _differences(output, reference, mask if rule.inside else ~mask, tolerance)
+    if found is None:
+        return []
+    return [QualityFlag(code=rule.code, message=rule.advice.format(found=found.describe(rule.pixels, reference_name)))]
+
+
 def _check_lifestyle(uri: str, details: dict[str, Any], images: _Images, tolerance: int) -> list[QualityFlag]:
     # img2img and text2img place no product, so there are no product pixels to keep: nothing to check.
     if details.get("mode", "inpaint") != "inpaint":
         return []
-    try:
-        files = _uri_details(details, ("keep_mask_uri", "placed_uri"))
-        output = _load(images.pixels(uri, "RGB"), uri, "the output")
-        keep = _load(images.mask(files["keep_mask_uri"]), files["keep_mask_uri"], "keep_mask_uri")
-        placed = _load(images.pixels(files["placed_uri"], "RGB"), files["placed_uri"], "placed_uri")
-    except _CheckCannotRunError as reason:
-        return [_not_checked("product-pixel check", reason)]
-    placed_name, keep_name = _file_name(files["placed_uri"]), _file_name(files["keep_mask_uri"])
-    mismatch = _size_mismatch(
-        "product_pixels_changed", uri, {_file_name(uri): output, placed_name: placed, keep_name: keep}
-    )
-    if mismatch is not None:
-        return [mismatch]
-    found = _differences(output, placed, keep, tolerance)
-    if found is None:
-        return []
-    return [
-        QualityFlag(
-            code="product_pixels_changed",
-            message=f"The product's own pixels changed: {found.describe('kept product pixels', placed_name)}; "
-            "the product must look exactly as photographed, so reject or regenerate it.",
-        )
-    ]
+    return _check_preserved(_PRODUCT_PIXELS, uri, details, images, tolerance)
 
 
 def _check_try_on(uri: str, details: dict[str, Any], images: _Images, tolerance: int) -> list[QualityFlag]:
-    try:
-        files = _uri_details(details, ("agnostic_mask_uri", "model_uri"))
-        output = _load(images.pixels(uri, "RGB"), uri, "the output")
-        garment_area = _load(images.mask(files["agnostic_mask_uri"]), files["agnostic_mask_uri"], "agnostic_mask_uri")
-        model = _load(images.pixels(files["model_uri"], "RGB"), files["model_uri"], "model_uri")
-    except _CheckCannotRunError as reason:
-        return [_not_checked("model-photo check", reason)]
-    model_name, mask_name = _file_name(files["model_uri"]), _file_name(files["agnostic_mask_uri"])
-    mismatch = _size_mismatch(
-        "model_photo_changed", uri, {_file_name(uri): output, model_name: model, mask_name: garment_area}
-    )
-    if mismatch is not None:
-        return [mismatch]
-    found = _differences(output, model, ~garment_area, tolerance)
-    if found is None:
-        return []
-    return [
-        QualityFlag(
-            code="model_photo_changed",
-            message=f"The model photo changed outside the garment area: {found.describe('pixels', model_name)}; "
-            "only the garment may change, so check the face, hands and background and reject it if they differ.",
-        )
-    ]
+    return _check_preserved(_MODEL_PHOTO, uri, details, images, tolerance)
 
 
 def _check_ghost_mannequin(uri: str, details: dict[str, Any], images: _Images, tolerance: int) -> list[QualityFlag]:
