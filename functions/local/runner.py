@@ -578,8 +578,9 @@ def run_locally(
     entries = run_batch(photos, out_dir, settings, on_done=progress.photo_done)
     # 2. GPU jobs one at a time in this process, standing in for the endpoint (one GPU); a reused photo's
     #    unfinished jobs run too.
-    progress.start_jobs(count_gpu_jobs(entries))
-    if count_gpu_jobs(entries) and settings.models is None:
+    job_count = count_gpu_jobs(entries)  # checks each job's files on disk: once
+    progress.start_jobs(job_count)
+    if job_count and settings.models is None:
         raise ConfigurationError(
             "GPU jobs need --models: `tiny` (random tiny models, to try the flow) or a config file."
         )
