@@ -6,7 +6,7 @@
     python tools/lock.py try-newest       # install the newest versions in a scratch venv, run the tests, report
 
 The files:
-- `requirements/constraints.txt`: every package of the full test environment (`.[dev,rembg,heif,gpu,cdk,aws-sim]`),
+- `requirements/constraints.txt`: every package of the full test environment (`.[dev,rembg,heif,gpu,cdk,aws-sim,train,provenance]`),
   pinned. README's set-up commands and CI install with `-c` from it, so a green CI stays green on a fresh machine.
 - `requirements/image-*.txt`: what each image installs, pinned and resolved against the image's base
   (`public.ecr.aws/lambda/python:3.12` for the Lambdas, the pytorch image's Python and torch for the GPU jobs).
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "requirements"
 CONSTRAINTS = REQUIREMENTS / "constraints.txt"
-TEST_EXTRAS = "dev,rembg,heif,gpu,cdk,aws-sim"
+TEST_EXTRAS = "dev,rembg,heif,gpu,cdk,aws-sim,train,provenance"
 CPU_TORCH = "torch==2.13.0"  # the local CPU wheel; an unpinned torch pulls GBs of CUDA packages
 # Provided by the GPU base image (conda torch with its CUDA libraries): resolved against, never installed.
 BASE_PROVIDED = ("torch", "triton", "nvidia-")
@@ -57,6 +57,7 @@ IMAGES = (
             "boto3>=1.35",
             "pillow>=10.3",
             "numpy>=1.26",
+            "httpx>=0.27",
         ),
     ),
     # functions/Dockerfile.prepare: the project with rembg (CPU onnxruntime) and HEIF.

@@ -43,13 +43,23 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _mount_review_commands() -> None:
+def _mount_subcommands() -> None:
+    from functions.local.backfill_cli import backfill
+    from functions.local.brand_cli import brand_app
+    from functions.local.compare_cli import compare
+    from functions.local.shopify_cli import shopify_app
+    from functions.local.train_cli import train_app
     from functions.review.cli import review_app
 
     app.add_typer(review_app, name="review")
+    app.add_typer(train_app, name="train")
+    app.add_typer(brand_app, name="brand")
+    app.add_typer(shopify_app, name="shopify")
+    app.command()(compare)
+    app.command()(backfill)
 
 
-_mount_review_commands()
+_mount_subcommands()
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
