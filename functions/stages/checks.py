@@ -20,6 +20,9 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from functions.stages.image_metrics import agree as _agree
+from functions.stages.image_metrics import region_differences as _differences
+from functions.stages.image_metrics import share_text as _share
 from schemas import JobKind, JobOutput, QualityFlag, Severity
 
 __all__ = ["ReadImage", "check_generated_output"]
@@ -163,48 +166,6 @@ def _size_mismatch(code: str, output_uri: str, arrays: dict[str, np.ndarray]) ->
         message=f"The generated image {_file_name(output_uri)} cannot match the files it is checked against: "
         f"{described}; the sizes must be equal, so regenerate it.",
     )
-
-
-@dataclass(frozen=True)
-class _Differences:
-    """Where and by how much an output departs from what it promised, within a checked region."""
-
-    changed: int
-    checked: int
-    largest: int
-    at: tuple[int, int]  # (x, y) of the largest difference
-
-    def describe(self, pixels: str, reference: str) -> str:
-        """E.g. "3 of the 400 kept product pixels (0.75%) differ from placed.png by up to 37 levels (...)"."""
-        return (
-            f"{self.changed} of the {self.checked} {pixels} ({_share(self.changed, self.checked)}) "
-            f"{_agree(self.changed, 'differs', 'differ')} from {reference} by up to {self.largest} levels "
-            f"(the largest at x={self.at[0]}, y={self.at[1]})"
-        )
-
-
-def _agree(count: int, singular: str, plural: str) -> str:
-    return singular if count == 1 else plural
-
-
-def _share(part: int, whole: int) -> str:
-    """A percentage a reviewer reads at a glance; a single pixel of millions is not rounded to 0%."""
-    percent = 100.0 * part / max(1, whole)
-    if 0 < percent < 0.01:
-        return "under 0.01%"
-    return f"{percent:.1f}%" if percent >= 1 else f"{percent:.2f}%"
-
-
-def _differences(output: np.ndarray, expected: np.ndarray, region: np.ndarray, tolerance: int) -> _Differences | None:
-    """None when every pixel in `region` is within `tolerance` per channel of `expected`."""
-    difference = np.abs(output.astype(np.int16) - expected.astype(np.int16))
-    per_pixel = difference.max(axis=2) if difference.ndim == 3 else difference
-    per_pixel = np.where(region, per_pixel, 0)
-    changed = per_pixel > tolerance
-    if not changed.any():
-        return None
-    y, x = np.unravel_index(int(np.argmax(per_pixel)), per_pixel.shape)
-    return _Differences(int(changed.sum()), int(region.sum()), int(per_pixel[y, x]), (int(x), int(y)))
 
 
 # ---- the recipes' invariants -----------------------------------------------------------------------------------------
