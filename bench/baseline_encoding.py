@@ -1,0 +1,91 @@
+"""Frozen copy of functions/encoding.py at f423e764cade456805102c97e19d8dae359265bb, the baseline
+for bench_throughput.py and bench_background.py.
+
+Do not edit or restyle it: it is the reference the fast code path is measured against.
+"""
+
+import io
+from typing import Any, Literal, get_args
+
+from PIL import Image
+
+OutputFormat = Literal["jpeg", "png", "webp"]
+
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
+
+_EXTENSIONS: dict[OutputFormat, str] = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+_CONTENT_TYPES: dict[OutputFormat, str] = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+_ENCODABLE_MODES = ("L", "RGB", "RGBA")
+
+# At high quality the chroma of thin product edges (piping, prints) is worth keeping: 4:4:4 below, 4:2:0 above.
+_FULL_CHROMA_FROM_QUALITY = 90
+_SUBSAMPLING_444 = 0
+_SUBSAMPLING_420 = 2
+# zlib level 6 is the usual size/speed balance; a fixed level keeps the bytes reproducible across callers.
+_PNG_COMPRESS_LEVEL = 6
+
+
+def check_output_format(fmt: str) -> OutputFormat:
+    """`fmt` as an OutputFormat, or a ValueError that lists the formats there are."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; use one of: {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def check_quality(quality: int) -> int:
+    """`quality` if it is an integer 1..100, else a ValueError."""
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
+    return quality
+
+
+def extension_for(fmt: OutputFormat) -> str:
+    """File extension, with its dot, for an output format: `.jpg`, `.png`, `.webp`."""
+    return _EXTENSIONS[check_output_format(fmt)]
+
+
+def content_type_for(fmt: OutputFormat) -> str:
+    """HTTP/S3 content type for an output format, e.g. `image/jpeg`."""
+    return _CONTENT_TYPES[check_output_format(fmt)]
+
+
+def encode_image(image: Image.Image, fmt: OutputFormat, *, quality: int = 92) -> bytes:
+    """Encode an 8-bit sRGB image (L, RGB or RGBA) with no metadata at all.
+
+    No EXIF, GPS, XMP, ICC profile, comments, text chunks or timestamps are written, whatever the
+    input carries: untagged pixels are read as sRGB by browsers. The same pixels give the same bytes.
+    JPEG refuses transparency; PNG and WebP keep it. WebP is lossless at `quality=100`.
+    """
+    # 1. check inputs
+    fmt = check_output_format(fmt)
+    quality = check_quality(quality)
+    if image.mode not in _ENCODABLE_MODES:
+        raise ValueError(
+            f"cannot encode a {image.mode} image; convert it to one of {', '.join(_ENCODABLE_MODES)} first"
+        )
+
+    # 2. a fresh image with the same pixels and an empty `info`: some encoders fall back to `image.info`
+    # (e.g. the JPEG comment), so passing empty options alone would not be enough.
+    clean = image.copy()
+    clean.info = {}
+
+    # 3. format-specific options
+    options: dict[str, Any]
+    if fmt == "jpeg":
+        if clean.mode == "RGBA":
+            if clean.getchannel("A").getextrema() != (255, 255):
+                raise ValueError("JPEG cannot keep transparency; encode this image as png or webp instead")
+            clean = clean.convert("RGB")
+        subsampling = _SUBSAMPLING_444 if quality >= _FULL_CHROMA_FROM_QUALITY else _SUBSAMPLING_420
+        options = {"quality": quality, "subsampling": subsampling, "progressive": True, "optimize": True}
+    elif fmt == "png":
+        options = {"compress_level": _PNG_COMPRESS_LEVEL}
+    else:
+        # `exact` keeps the colour under fully transparent pixels as given (our packshots zero it),
+        # rather than letting libwebp rewrite it.
+        options = {"lossless": quality == 100, "quality": quality, "exact": True}
+
+    # 4. encode
+    buffer = io.BytesIO()
+    clean.save(buffer, format=fmt.upper(), **options)
+    return buffer.getvalue()

@@ -1,0 +1,383 @@
+"""Frozen copy of functions/stages/background/keyer.py at f423e764cade456805102c97e19d8dae359265bb, the baseline
+for bench_throughput.py (and the fast keyer's IoU test): today's code path, kept runnable beside the new one.
+
+Do not edit or restyle it: it is the reference the fast keyer is measured against.
+"""
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from functions.errors import BackgroundRemovalError
+from functions.stages.background.base import BackgroundResult
+
+_ALPHA_OPAQUE = 128  # RGBA pixels below this alpha are background whatever their colour
+
+
+@dataclass(frozen=True)
+class BackdropKeyerSettings:
+    """Tuning for `BackdropKeyer`; colour distances are CIE76 ΔE in CIELAB unless said otherwise."""
+
+    working_long_side: int = 1024  # long side (px) the backdrop and rough mask are estimated at
+    border_px: int = 4  # width (working px) of the frame band the backdrop is learnt from
+    min_backdrop_border_share: float = 0.6  # share of that band that must fit one smooth backdrop, else no_backdrop
+    backdrop_tolerance_de: float = 5.0  # this close to the backdrop model = backdrop (when reachable from the edge)
+    exact_backdrop_de: float = 1.5  # this close is the backdrop itself (a thin moat of it is background)
+    max_moat_px: float = 6.0  # half-width (working px) beyond which such a region is kept as product
+    shadow_chroma_tolerance_de: float = 4.0  # a darker pixel whose colour, brightened back, is this close = shadow
+    shadow_max_darkening: float = 0.45  # shadows darken (L*+16) by at most this share; anything darker is product
+    edge_threshold_de_per_px: float = 0.4  # smallest colour gradient (ΔE/px) that can be a product edge
+    edge_noise_factor: float = 2.5  # ... and it must be this many times the backdrop's own (90th pct) gradient
+    edge_min_step_de: float = 3.5  # an edge must separate colours this far apart (within 5 px)
+    ringing_ratio: float = 0.3  # gradients this much fainter than a stronger one within 4 px are ringing
+    min_edge_px: int = 12  # edge fragments smaller than this (working px) are ringing or dust
+    edge_sharpness: float = 1.3  # an edge's gradient must drop by this factor when blurred (a ramp's does not)
+    min_product_share: float = 0.002  # smallest product, as a share of the frame, before no_product_found
+    min_component_share: float = 0.02  # product pieces smaller than this share of the largest are dropped as specks
+    band_px: int = 3  # half-width (working px) of the band around the rough edge that is re-estimated at full size
+    matting_min_contrast: float = 6.0  # RGB distance between product and backdrop needed to re-estimate the edge
+    feather_px: float = 1.0  # sigma (full-size px) of the blur that softens the final edge
+    full_confidence_de: float = 25.0  # contrast across the edge that earns confidence 1
+    low_confidence_de: float = 10.0  # below this contrast across the edge the cutout is flagged for a look
+
+
+class BackdropKeyer:
+    """Separates a product from a plain studio backdrop by colour, connectivity to the frame, and edges."""
+
+    engine = "backdrop"
+
+    def __init__(self, settings: BackdropKeyerSettings = BackdropKeyerSettings()) -> None:
+        self.settings = settings
+
+    def remove(self, image: Image.Image) -> BackgroundResult:
+        """Mask for an 8-bit RGB/RGBA studio photo. Raises BackgroundRemovalError (no_backdrop, no_product_found)."""
+        s = self.settings
+        # 1. Check inputs; transparent pixels are background.
+        if image.mode not in ("RGB", "RGBA"):
+            raise ValueError(f"the backdrop keyer takes RGB or RGBA images, got mode {image.mode}")
+        width, height = image.size
+        rgb = np.asarray(image.convert("RGB") if image.mode == "RGBA" else image)
+        alpha = np.asarray(image.getchannel("A")) if image.mode == "RGBA" else None
+
+        # 2. Working copy: downscaled by area (which also averages away sensor noise), then lightly denoised.
+        scale = min(1.0, s.working_long_side / max(width, height))
+        work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        work_rgb = cv2.resize(rgb, work_size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        work_rgb = cv2.GaussianBlur(work_rgb.astype(np.float32), (0, 0), 1.0)
+        lab = cv2.cvtColor(np.asarray(work_rgb / 255.0, dtype=np.float32), cv2.COLOR_RGB2Lab)
+        if alpha is None:
+            opaque = np.ones(lab.shape[:2], bool)
+        else:
+            small_alpha = cv2.resize(alpha, work_size, interpolation=cv2.INTER_AREA) if scale < 1 else alpha
+            opaque = small_alpha >= _ALPHA_OPAQUE
+        border = _border_band(lab.shape[:2], max(1, min(s.border_px, min(lab.shape[:2]) // 8)))
+
+        # 3. Learn the backdrop from the border; a border that is mostly transparent needs no backdrop.
+        if np.count_nonzero(border & opaque) < 0.05 * np.count_nonzero(border):
+            assert alpha is not None  # an RGB image's border is opaque
+            return self._from_transparency(opaque, alpha)
+        coef, border_share = _fit_backdrop(lab, border & opaque, degree=2, tolerance=s.backdrop_tolerance_de)
+        if border_share < s.min_backdrop_border_share:
+            raise BackgroundRemovalError(
+                "no_backdrop",
+                f"the edges of the photo are not a plain studio backdrop (only {border_share:.0%} of the border "
+                "matches one smooth colour), so the backdrop keyer cannot tell product from background; "
+                "use --background rembg for photos like this",
+            )
+
+        # 4. Rough mask, then refit the backdrop on everything found to be backdrop (the border alone cannot see
+        #    a vignette's centre) and key again.
+        first_guess = _evaluate(coef, lab.shape[:2])
+        plain_border = border & opaque & (np.linalg.norm(lab - first_guess, axis=2) < s.backdrop_tolerance_de)
+        edges = self._edges(lab, plain_border)
+        background, distance = self._background(lab, first_guess, opaque, edges)
+        clear = background & (distance < s.backdrop_tolerance_de) & opaque
+        if np.count_nonzero(clear) > 1000:
+            coef, _ = _fit_backdrop(lab, clear, degree=3, tolerance=s.backdrop_tolerance_de)
+        backdrop_lab = _evaluate(coef, lab.shape[:2])
+        background, _ = self._background(lab, backdrop_lab, opaque, edges)
+
+        # 5. Clean: drop specks and thin spurs, close pinholes, fill holes that do not reach the frame.
+        product = self._clean(~background)
+        if np.count_nonzero(product) < s.min_product_share * product.size:
+            raise BackgroundRemovalError(
+                "no_product_found",
+                "nothing stands out from the backdrop, so no product was found; "
+                "check that the photo shows the product against a plain backdrop",
+            )
+
+        # 6. Local colours just inside and just outside the edge: for the full-size edge and for confidence.
+        product_u8 = product.astype(np.uint8) * 255
+        inner = _ring(product_u8, inside=True)
+        outer = _ring(product_u8, inside=False) & opaque
+        product_rgb, product_ok = _local_mean(work_rgb, inner)
+        backdrop_rgb, backdrop_ok = _local_mean(work_rgb, outer)
+        edge = (product_u8 > 0) & ~cv2.erode(product_u8, _disc(1)).astype(bool)
+        contrast = _edge_contrast(product_rgb, backdrop_rgb, edge & product_ok & backdrop_ok)
+
+        # 7. Full-size mask: upsample, re-estimate the edge band from full-size pixels, feather.
+        mask = self._full_size_mask(rgb, product_u8, product_rgb, product_ok, backdrop_rgb, backdrop_ok, scale)
+        if alpha is not None:
+            mask[alpha < _ALPHA_OPAQUE] = 0
+
+        # 8. Confidence from the contrast across the edge.
+        confidence = float(min(1.0, contrast / s.full_confidence_de))
+        low = contrast < s.low_confidence_de
+        notes: tuple[str, ...] = ()
+        if low:
+            notes = (f"little contrast between product and backdrop at the edge (ΔE {contrast:.1f}): check the cutout",)
+        r, g, b = (round(float(v)) for v in np.median(work_rgb[plain_border], axis=0))
+        return BackgroundResult(
+            mask=Image.fromarray(mask, "L"),
+            engine=self.engine,
+            confidence=round(confidence, 3),
+            low_confidence=bool(low),
+            backdrop_rgb=(r, g, b),
+            notes=notes,
+        )
+
+    def _edges(self, lab: np.ndarray, backdrop_sample: np.ndarray) -> np.ndarray:
+        """Product edges: sharp colour steps clearly above the backdrop's own noise, gaps closed."""
+        s = self.settings
+        # A product's edge is a step; a soft shadow's is a ramp. A step's gradient fades when measured at a
+        # coarser scale, a ramp's does not.
+        fine = _colour_gradient(lab)
+        coarse = _colour_gradient(cv2.GaussianBlur(lab, (0, 0), 2.0))
+        noise = float(np.percentile(fine[backdrop_sample], 90)) if backdrop_sample.any() else 0.0
+        strong_step = max(s.edge_threshold_de_per_px, s.edge_noise_factor * noise)
+        # Hysteresis, as in Canny: weaker steps count where they continue a strong one (a hem over its shadow).
+        weak = (fine > 0.5 * strong_step) & (fine > s.edge_sharpness * coarse)
+        # JPEG ringing and block noise are faint wiggles near a strong edge: too small a step to start an outline.
+        weak &= fine >= s.ringing_ratio * cv2.dilate(fine, _disc(4))
+        strong = weak & (fine > strong_step) & (_local_range(lab, radius=2) >= s.edge_min_step_de)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(weak.astype(np.uint8), connectivity=8)
+        keep = np.zeros(count, bool)
+        keep[labels[strong]] = True
+        # Short fragments are JPEG ringing or dust, not a product's outline.
+        keep &= stats[:, cv2.CC_STAT_AREA] >= s.min_edge_px
+        keep[0] = False
+        return cv2.dilate(keep[labels].astype(np.uint8), _disc(1)).astype(bool)
+
+    def _background(
+        self, lab: np.ndarray, backdrop_lab: np.ndarray, opaque: np.ndarray, edges: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels like the backdrop (or a shadow on it), connected to the frame without crossing an edge."""
+        s = self.settings
+        difference = lab - backdrop_lab
+        distance = np.sqrt(np.einsum("hwc,hwc->hw", difference, difference))
+        # A shadow only scales lightness: with L* ~ cube root, (L*+16) and a*, b* scale by the same factor.
+        darkening = (lab[..., 0] + 16.0) / (backdrop_lab[..., 0] + 16.0)
+        relit = lab[..., 1:] / darkening[..., np.newaxis] - backdrop_lab[..., 1:]
+        shadow = (
+            (darkening < 1.0)
+            & (darkening >= 1.0 - s.shadow_max_darkening)
+            & (np.sqrt(np.einsum("hwc,hwc->hw", relit, relit)) < s.shadow_chroma_tolerance_de)
+        )
+        like_backdrop = (distance < s.backdrop_tolerance_de) | shadow | ~opaque
+        # Opening cuts passages a few px wide, so the fill cannot slip into a look-alike product where two of
+        # its edges meet at a sharp corner (an armpit) and blur each other out.
+        passable = cv2.morphologyEx((like_backdrop & ~edges).astype(np.uint8), cv2.MORPH_OPEN, _disc(2))
+        background = _touching_border(passable)
+        # The widened edges also cover a few plain backdrop pixels outside the product: win those back.
+        # (Shadowed ones stay for the full-size edge estimate, which knows the local product colour.)
+        plain = ((distance < s.backdrop_tolerance_de) | ~opaque).astype(np.uint8)
+        for _ in range(3):
+            background = (cv2.dilate(background.astype(np.uint8), _disc(1)) & plain).astype(bool) | background
+        # Block noise around a strong edge can fence in a moat of pixels that are exactly the backdrop's colour.
+        # Thin moats that touch the background go back to it; a thick region of that colour is product (a
+        # white garment's lit front), so it stays.
+        exact_colour = ((distance < s.exact_backdrop_de) & opaque).astype(np.uint8)
+        exact = cv2.morphologyEx(exact_colour, cv2.MORPH_OPEN, _disc(2)).astype(bool) & ~background
+        count, labels = cv2.connectedComponents(exact.astype(np.uint8), connectivity=4)
+        if count > 1:
+            thickness = np.zeros(count, np.float32)
+            depth = cv2.distanceTransform(exact.astype(np.uint8), cv2.DIST_L2, 3)
+            np.maximum.at(thickness, np.asarray(labels, np.intp).ravel(), np.asarray(depth).ravel())
+            touching = np.zeros(count, bool)
+            touching[labels[cv2.dilate(background.astype(np.uint8), _disc(1)).astype(bool)]] = True
+            moat = touching & (thickness <= s.max_moat_px)
+            moat[0] = False
+            background |= moat[labels]
+        return background, distance
+
+    def _clean(self, product: np.ndarray) -> np.ndarray:
+        """Drop specks and thin spurs, close pinholes, fill holes that do not reach the frame."""
+        mask: np.ndarray = product.astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disc(1))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disc(2))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if count > 1:
+            areas = stats[1:, cv2.CC_STAT_AREA]
+            keep = np.flatnonzero(areas >= self.settings.min_component_share * areas.max()) + 1
+            mask = np.isin(labels, keep).astype(np.uint8)
+        # Holes that do not reach the frame are inside the product (a print, a button, a fold's shadow).
+        return ~_touching_border(mask == 0)
+
+    def _full_size_mask(
+        self,
+        rgb: np.ndarray,
+        product_u8: np.ndarray,
+        product_rgb: np.ndarray,
+        product_ok: np.ndarray,
+        backdrop_rgb: np.ndarray,
+        backdrop_ok: np.ndarray,
+        scale: float,
+    ) -> np.ndarray:
+        """Upsampled rough mask whose edge band is re-estimated per full-size pixel, then feathered."""
+        s = self.settings
+        height, width = rgb.shape[:2]
+        band = cv2.dilate(product_u8, _disc(s.band_px)) != cv2.erode(product_u8, _disc(s.band_px))
+        if scale < 1:
+            mask = cv2.resize(product_u8, (width, height), interpolation=cv2.INTER_LINEAR)
+            band = cv2.resize(band.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        else:
+            mask = product_u8.copy()
+        flat_index = np.flatnonzero(band)
+        ys, xs = np.divmod(flat_index, width)
+        small_h, small_w = product_u8.shape
+        # Where each full-size pixel falls on the working grid.
+        small_index = np.minimum(((ys + 0.5) * scale).astype(np.intp), small_h - 1) * small_w + np.minimum(
+            ((xs + 0.5) * scale).astype(np.intp), small_w - 1
+        )
+        # Each band pixel as a mix of the local product and backdrop colours (a one-pixel matting estimate);
+        # a 3x3 mean keeps sensor noise out of it.
+        colour = cv2.blur(rgb, (3, 3)).reshape(-1, 3)[flat_index].astype(np.float32)
+        fore = product_rgb.reshape(-1, 3)[small_index]
+        back = backdrop_rgb.reshape(-1, 3)[small_index]
+        span = fore - back
+        power = np.einsum("nc,nc->n", span, span)
+        share = np.einsum("nc,nc->n", colour - back, span) / np.maximum(power, 1e-6)
+        usable = (
+            (power > s.matting_min_contrast**2)
+            & product_ok.reshape(-1)[small_index]
+            & backdrop_ok.reshape(-1)[small_index]
+        )
+        mask.reshape(-1)[flat_index[usable]] = np.round(np.clip(share[usable], 0.0, 1.0) * 255).astype(np.uint8)
+        if s.feather_px > 0:
+            mask = cv2.GaussianBlur(mask, (0, 0), s.feather_px)
+        return mask
+
+    def _from_transparency(self, opaque: np.ndarray, alpha: np.ndarray) -> BackgroundResult:
+        """An already cut-out image: the product is what is opaque."""
+        product = self._clean(opaque)
+        if np.count_nonzero(product) < self.settings.min_product_share * product.size:
+            raise BackgroundRemovalError(
+                "no_product_found", "the image is transparent all over, so no product was found"
+            )
+        mask = np.where(alpha >= _ALPHA_OPAQUE, alpha, 0).astype(np.uint8)
+        return BackgroundResult(
+            mask=Image.fromarray(mask, "L"),
+            engine=self.engine,
+            confidence=1.0,
+            low_confidence=False,
+            backdrop_rgb=None,
+            notes=("the image was already cut out: its own transparency is the mask",),
+        )
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _border_band(shape: tuple[int, int], width: int) -> np.ndarray:
+    band = np.zeros(shape, bool)
+    band[:width, :] = band[-width:, :] = True
+    band[:, :width] = band[:, -width:] = True
+    return band
+
+
+def _touching_border(region: np.ndarray) -> np.ndarray:
+    """The parts of a boolean region that are connected (4-neighbourhood) to the frame's edge."""
+    count, labels = cv2.connectedComponents(region.astype(np.uint8), connectivity=4)
+    if count <= 1:
+        return np.zeros(region.shape, bool)
+    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge_labels = edge_labels[edge_labels > 0]
+    lookup = np.zeros(count, bool)
+    lookup[edge_labels] = True
+    return lookup[labels]
+
+
+def _basis(xs: np.ndarray, ys: np.ndarray, degree: int) -> list[np.ndarray]:
+    """Monomials x^i y^j (i + j <= degree) of coordinates normalised to [-1, 1]."""
+    return [xs**i * ys**j for total in range(degree + 1) for j in range(total + 1) for i in [total - j]]
+
+
+def _fit_backdrop(lab: np.ndarray, sample: np.ndarray, degree: int, tolerance: float) -> tuple[np.ndarray, float]:
+    """Robust polynomial fit of the backdrop's colour to the sampled pixels; returns coefficients, inlier share.
+
+    Starts from the median colour (right whenever most samples are backdrop) and tightens the inlier cut-off,
+    so a product that touches the border does not drag the fit.
+    """
+    height, width = lab.shape[:2]
+    ys, xs = np.nonzero(sample)
+    step = max(1, len(ys) // 40_000)
+    ys, xs = ys[::step], xs[::step]
+    values = lab[ys, xs].astype(np.float64)
+    design = np.stack(_basis(xs * (2.0 / max(width - 1, 1)) - 1, ys * (2.0 / max(height - 1, 1)) - 1, degree), 1)
+    coef = np.zeros((design.shape[1], 3))
+    coef[0] = np.median(values, axis=0)
+    for cut_off in (4 * tolerance, 2 * tolerance, tolerance, tolerance):
+        residual = np.linalg.norm(design @ coef - values, axis=1)
+        inliers = residual < cut_off
+        if np.count_nonzero(inliers) < design.shape[1] * 4:
+            break
+        coef = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)[0]
+    residual = np.linalg.norm(design @ coef - values, axis=1)
+    return coef, float(np.mean(residual < tolerance))
+
+
+def _evaluate(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    height, width = shape
+    xs = np.linspace(-1, 1, width, dtype=np.float32)[np.newaxis, :]
+    ys = np.linspace(-1, 1, height, dtype=np.float32)[:, np.newaxis]
+    degree = round((math.sqrt(8 * coef.shape[0] + 1) - 3) / 2)
+    field = np.zeros((height, width, 3), np.float32)
+    for term, weights in zip(_basis(xs, ys, degree), coef.astype(np.float32), strict=True):
+        field += term[..., np.newaxis] * weights
+    return field
+
+
+def _colour_gradient(lab: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of a CIELAB image, in ΔE per pixel."""
+    squared = np.zeros(lab.shape[:2], np.float32)
+    for channel in range(3):
+        squared += cv2.Sobel(lab[..., channel], cv2.CV_32F, 1, 0, ksize=3) ** 2
+        squared += cv2.Sobel(lab[..., channel], cv2.CV_32F, 0, 1, ksize=3) ** 2
+    return np.sqrt(squared) / 8.0
+
+
+def _local_range(lab: np.ndarray, radius: int) -> np.ndarray:
+    """Spread of colours (ΔE between per-channel max and min) in a disc around each pixel."""
+    squared = np.zeros(lab.shape[:2], np.float32)
+    for channel in range(3):
+        disc = _disc(radius)
+        squared += (cv2.dilate(lab[..., channel], disc) - cv2.erode(lab[..., channel], disc)) ** 2
+    return np.sqrt(squared)
+
+
+def _ring(mask: np.ndarray, inside: bool) -> np.ndarray:
+    """A ring 3-7 px inside (or outside) the mask's edge: clear of the edge's own mixed pixels."""
+    if inside:
+        return cv2.erode(mask, _disc(3)).astype(bool) & ~cv2.erode(mask, _disc(7)).astype(bool)
+    return cv2.dilate(mask, _disc(7)).astype(bool) & ~cv2.dilate(mask, _disc(3)).astype(bool)
+
+
+def _local_mean(image: np.ndarray, where: np.ndarray, sigma: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-weighted mean of `image` over `where`, everywhere; and where enough of `where` is near."""
+    weight = cv2.GaussianBlur(where.astype(np.float32), (0, 0), sigma)
+    total = cv2.GaussianBlur(image * where[..., np.newaxis].astype(np.float32), (0, 0), sigma)
+    ok = weight > 0.02
+    return total / np.maximum(weight, 1e-6)[..., np.newaxis], ok
+
+
+def _edge_contrast(product_rgb: np.ndarray, backdrop_rgb: np.ndarray, edge: np.ndarray) -> float:
+    """ΔE between the colours just inside and just outside the edge; the low quartile, as weak spots matter."""
+    if not edge.any():
+        return 0.0
+    inside = cv2.cvtColor(product_rgb[edge][np.newaxis] / 255.0, cv2.COLOR_RGB2Lab)[0]
+    outside = cv2.cvtColor(backdrop_rgb[edge][np.newaxis] / 255.0, cv2.COLOR_RGB2Lab)[0]
+    return float(np.percentile(np.linalg.norm(inside - outside, axis=1), 25))

@@ -1,0 +1,378 @@
+"""Frozen copy of functions/stages/packshot.py at f423e764cade456805102c97e19d8dae359265bb, the baseline
+for bench_throughput.py and bench_background.py (with `make_cutout` from functions/stages/background/base.py).
+
+Do not edit or restyle it: it is the reference the fast code path is measured against.
+"""
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from functions.encoding import OutputFormat, check_output_format, check_quality
+from functions.errors import CatalogError
+from schemas import Box, QualityFlag, Severity
+
+# Mask values at or below this are backdrop noise, not product: they neither count nor show.
+MASK_NOISE_FLOOR = 8
+# A connected part smaller than this share of the product's area is a speck: ignored when framing and counting.
+SPECK_FRACTION = 0.005
+MIN_COVERAGE = 0.01
+MAX_COVERAGE = 0.95
+# Upscaling by less than this is hardly visible, so it is only worth an info flag.
+NOTICEABLE_UPSCALE = 1.25
+
+MIN_SIZE, MAX_SIZE = 64, 10_000
+MIN_FILL_RATIO, MAX_FILL_RATIO = 0.1, 1.0
+
+# Contact shadow: at most this dark, and it fades out at least this far (share of the canvas) from the edges.
+SHADOW_MAX_DARKNESS = 0.22
+SHADOW_EDGE_CLEARANCE = 0.02
+
+_WHITE = (255, 255, 255)
+
+
+class PackshotPreset(StrEnum):
+    WHITE_SQUARE = "white-square"
+    TRANSPARENT = "transparent"
+    SHADOW = "shadow"
+
+
+@dataclass(frozen=True)
+class PackshotSettings:
+    """How to frame a packshot. Invalid combinations raise ValueError when the settings are made."""
+
+    preset: PackshotPreset = PackshotPreset.WHITE_SQUARE
+    size: int = 2000
+    fill_ratio: float = 0.85
+    output_format: OutputFormat | None = None
+    quality: int = 92
+
+    def __post_init__(self) -> None:
+        try:
+            preset = PackshotPreset(self.preset)
+        except ValueError:
+            choices = ", ".join(p.value for p in PackshotPreset)
+            raise ValueError(f"unknown packshot preset {self.preset!r}; use one of: {choices}") from None
+        # Frozen dataclass: accept the preset's string value (from a CLI or JSON) but store the enum.
+        object.__setattr__(self, "preset", preset)
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE} px, got {self.size!r}")
+        if (
+            isinstance(self.fill_ratio, bool)
+            or not isinstance(self.fill_ratio, int | float)
+            or not MIN_FILL_RATIO < self.fill_ratio <= MAX_FILL_RATIO
+        ):
+            raise ValueError(
+                f"fill_ratio must be greater than {MIN_FILL_RATIO} and at most {MAX_FILL_RATIO}, "
+                f"got {self.fill_ratio!r}"
+            )
+        if self.output_format is not None:
+            check_output_format(self.output_format)
+        check_quality(self.quality)
+        if preset is PackshotPreset.TRANSPARENT and self.output_format == "jpeg":
+            raise ValueError("the transparent preset needs png or webp: jpeg cannot keep transparency")
+
+    @property
+    def resolved_format(self) -> OutputFormat:
+        """The output format, defaulting to jpeg for opaque presets and png for the transparent one."""
+        if self.output_format is not None:
+            return self.output_format
+        return "png" if self.preset is PackshotPreset.TRANSPARENT else "jpeg"
+
+    @property
+    def product_side(self) -> int:
+        """Length, in canvas px, of the product's longer side."""
+        return round(self.fill_ratio * self.size)
+
+
+@dataclass(frozen=True)
+class Packshot:
+    image: Image.Image
+    """size x size; RGB for white-square and shadow, RGBA for transparent."""
+    placement: Box
+    """Where the product's bounding box landed on the canvas."""
+    scale: float
+    """Canvas px per source px."""
+
+
+@dataclass(frozen=True)
+class _MaskParts:
+    """The significant connected parts of a product mask (specks left out)."""
+
+    width: int
+    height: int
+    product_pixels: int
+    # One row per significant part: left, top, width, height, area (OpenCV's stats layout).
+    stats: np.ndarray = field(repr=False)
+
+    @property
+    def coverage(self) -> float:
+        return self.product_pixels / (self.width * self.height)
+
+    @property
+    def box(self) -> Box | None:
+        if len(self.stats) == 0:
+            return None
+        left, top = self.stats[:, 0], self.stats[:, 1]
+        right, bottom = left + self.stats[:, 2], top + self.stats[:, 3]
+        return Box(left=int(left.min()), top=int(top.min()), right=int(right.max()), bottom=int(bottom.max()))
+
+    @property
+    def edges_touched(self) -> tuple[str, ...]:
+        left, top = self.stats[:, 0], self.stats[:, 1]
+        right, bottom = left + self.stats[:, 2], top + self.stats[:, 3]
+        touched = {
+            "top": bool((top == 0).any()),
+            "bottom": bool((bottom == self.height).any()),
+            "left": bool((left == 0).any()),
+            "right": bool((right == self.width).any()),
+        }
+        return tuple(edge for edge, hit in touched.items() if hit)
+
+
+def _find_parts(mask: Image.Image) -> _MaskParts:
+    product = np.asarray(mask) > MASK_NOISE_FLOOR
+    product_pixels = int(np.count_nonzero(product))
+    if product_pixels == 0:
+        return _MaskParts(mask.width, mask.height, 0, np.empty((0, 5), dtype=np.int32))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(product.view(np.uint8), connectivity=8)
+    parts = stats[1:]  # row 0 is the background
+    areas = parts[:, cv2.CC_STAT_AREA]
+    # The largest part always counts, so a product made only of small pieces is still found.
+    significant = parts[(areas >= SPECK_FRACTION * product_pixels) | (areas == areas.max())]
+    return _MaskParts(mask.width, mask.height, product_pixels, significant)
+
+
+def _check_mask(mask: Image.Image) -> None:
+    if mask.mode != "L":
+        raise ValueError(f"the product mask must be mode L (255 = product), got {mask.mode}")
+
+
+def _check_inputs(image: Image.Image, mask: Image.Image) -> None:
+    if image.mode not in ("RGB", "RGBA"):
+        raise ValueError(f"the image must be mode RGB or RGBA, got {image.mode}")
+    _check_mask(mask)
+    if image.size != mask.size:
+        raise ValueError(f"mask size {mask.size} differs from image size {image.size}")
+
+
+def _over_background(premultiplied: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Composite premultiplied RGBa pixels over opaque background pixels, in uint16 to stay exact.
+
+    Working premultiplied means an edge pixel's colour never borrows from the (often black) colour
+    under transparent pixels: no dark halos. `min` absorbs Lanczos overshoot, where colour > alpha.
+    """
+    colour = premultiplied[..., :3].astype(np.uint16)
+    see_through = 255 - premultiplied[..., 3:4].astype(np.uint16)
+    out = colour + (see_through * background.astype(np.uint16) + 127) // 255
+    return np.minimum(out, 255).astype(np.uint8)
+
+
+def _contact_shadow(alpha: np.ndarray, placement: Box, canvas_size: int) -> Image.Image:
+    """Canvas-sized L background: 255 everywhere but a soft, flattened ellipse under the product's base.
+
+    The ellipse spans the product's lowest rows (its footprint), sits a little below them, and is sized
+    so that its blur dies out before the canvas edges. Where there is no room below, there is no shadow.
+    """
+    background = Image.new("L", (canvas_size, canvas_size), 255)
+    clearance = max(2, round(SHADOW_EDGE_CLEARANCE * canvas_size))
+
+    # 1. the footprint: columns covered by the product in its lowest few rows
+    rows = np.flatnonzero((alpha > MASK_NOISE_FLOOR).any(axis=1))
+    if len(rows) == 0:
+        return background
+    base_row = int(rows[-1])
+    band = alpha[max(0, base_row - max(2, alpha.shape[0] // 30)) : base_row + 1]
+    columns = np.flatnonzero((band > MASK_NOISE_FLOOR).any(axis=0))
+    centre_x = placement.left + (int(columns[0]) + int(columns[-1]) + 1) / 2
+    base_y = placement.top + base_row + 1
+
+    # 2. the ellipse: a bit wider than the footprint, very flat, blurred by about its own height
+    radius_x = max(4.0, 0.55 * (int(columns[-1]) - int(columns[0]) + 1))
+    radius_y = max(2.0, 0.08 * radius_x)
+    blur = max(1.0, 0.8 * radius_y)
+    drop = 0.4 * radius_y
+
+    # 3. fit it in the room left below and beside the product (a box blur reaches ~3 radii)
+    room_below = canvas_size - clearance - base_y
+    shrink = min(1.0, room_below / (drop + radius_y + 3 * blur))
+    if shrink <= 0.05:
+        return background
+    radius_y, blur, drop = radius_y * shrink, max(1.0, blur * shrink), drop * shrink
+    room_beside = min(centre_x, canvas_size - centre_x) - clearance - 3 * blur
+    radius_x = min(radius_x, room_beside)
+    if radius_x < 2:
+        return background
+
+    # 4. draw and blur it on a small tile, then lay it on the canvas
+    margin = math.ceil(3 * blur) + 2
+    tile_left = math.floor(centre_x - radius_x) - margin
+    tile_top = math.floor(base_y + drop - radius_y) - margin
+    tile_w = math.ceil(2 * radius_x) + 2 * margin + 1
+    tile_h = math.ceil(2 * radius_y) + 2 * margin + 1
+    darkness = Image.new("L", (tile_w, tile_h), 0)
+    ellipse_box = (
+        centre_x - radius_x - tile_left,
+        base_y + drop - radius_y - tile_top,
+        centre_x + radius_x - tile_left,
+        base_y + drop + radius_y - tile_top,
+    )
+    ImageDraw.Draw(darkness).ellipse(ellipse_box, fill=round(255 * SHADOW_MAX_DARKNESS))
+    darkness = darkness.filter(ImageFilter.GaussianBlur(blur))
+    background.paste(ImageOps.invert(darkness), (tile_left, tile_top))
+
+    # 5. a hard guarantee behind the fitting above: the border band stays pure white
+    border = np.asarray(background).copy()
+    border[:clearance], border[-clearance:], border[:, :clearance], border[:, -clearance:] = 255, 255, 255, 255
+    return Image.fromarray(border, "L")
+
+
+def compose_packshot(image: Image.Image, mask: Image.Image, settings: PackshotSettings) -> Packshot:
+    """Cut the product out with its mask, scale it to the fill ratio and centre it on a square canvas.
+
+    The product's box ignores specks (parts under 0.5% of its area) and mask values <= 8; the crop
+    happens first, so the resampling and compositing run at the output size. Raises CatalogError
+    `empty_mask` when the mask holds no product.
+    """
+    # 1. check inputs
+    _check_inputs(image, mask)
+    parts = _find_parts(mask)
+    source_box = parts.box
+    if source_box is None:
+        raise CatalogError("empty_mask", "The product mask is empty, so there is no product to place.")
+
+    # 2. crop to the product, with the backdrop noise under the floor made fully transparent
+    crop = (source_box.left, source_box.top, source_box.right, source_box.bottom)
+    crop_mask = np.asarray(mask.crop(crop)).copy()
+    crop_mask[crop_mask <= MASK_NOISE_FLOOR] = 0
+    cutout = make_cutout(image.crop(crop), Image.fromarray(crop_mask, "L"))
+    del crop_mask
+
+    # 3. scale so the longer side is exactly `product_side`, premultiplied (RGBa) so edges keep their colour
+    source_w, source_h = cutout.size
+    scale = settings.product_side / max(source_w, source_h)
+    target = (
+        max(1, min(settings.product_side, round(source_w * scale))),
+        max(1, min(settings.product_side, round(source_h * scale))),
+    )
+    premultiplied = cutout.convert("RGBa")
+    del cutout
+    # reducing_gap: a box pre-reduction before Lanczos on big downscales; same look, several times faster.
+    premultiplied = premultiplied.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+    # 4. centre it
+    left, top = (settings.size - target[0]) // 2, (settings.size - target[1]) // 2
+    placement = Box(left=left, top=top, right=left + target[0], bottom=top + target[1])
+    canvas_size = (settings.size, settings.size)
+
+    # 5. composite for the preset
+    if settings.preset is PackshotPreset.TRANSPARENT:
+        straight = np.asarray(premultiplied.convert("RGBA")).copy()
+        straight[straight[..., 3] == 0] = 0  # one colour under full transparency: reproducible bytes
+        canvas = Image.new("RGBA", canvas_size, (0, 0, 0, 0))
+        canvas.paste(Image.fromarray(straight, "RGBA"), (left, top))
+        return Packshot(image=canvas, placement=placement, scale=scale)
+
+    product = np.asarray(premultiplied)
+    if settings.preset is PackshotPreset.SHADOW:
+        shadow = _contact_shadow(product[..., 3], placement, settings.size)
+        canvas = Image.merge("RGB", (shadow, shadow, shadow))
+        under_product = np.asarray(shadow.crop((placement.left, placement.top, placement.right, placement.bottom)))
+        composited = _over_background(product, under_product[..., np.newaxis])
+    else:
+        canvas = Image.new("RGB", canvas_size, _WHITE)
+        composited = _over_background(product, np.full((1, 1, 1), 255, dtype=np.uint8))
+    canvas.paste(Image.fromarray(composited, "RGB"), (left, top))
+    return Packshot(image=canvas, placement=placement, scale=scale)
+
+
+def quality_checks(mask: Image.Image, settings: PackshotSettings) -> tuple[QualityFlag, ...]:
+    """Flags for the reviewer about a product mask and the packshot it will make; empty when all is well."""
+    _check_mask(mask)
+    parts = _find_parts(mask)
+    box = parts.box
+    if box is None:
+        return (
+            QualityFlag(
+                code="mask_too_small",
+                message="No product was found in the photo (the mask is empty); check the photo or the "
+                "background removal.",
+            ),
+        )
+
+    flags: list[QualityFlag] = []
+    edges = parts.edges_touched
+    if edges:
+        flags.append(
+            QualityFlag(
+                code="touches_edge",
+                message=f"The product reaches the photo's {_join(edges)} "
+                f"{'edge' if len(edges) == 1 else 'edges'}, so it is probably cropped; "
+                "check that none of it is missing, or reshoot with room around it.",
+            )
+        )
+    if parts.coverage < MIN_COVERAGE:
+        flags.append(
+            QualityFlag(
+                code="mask_too_small",
+                message=f"The product covers only {parts.coverage:.2%} of the photo; check that the mask "
+                "found the whole product and not just part of it.",
+            )
+        )
+    if parts.coverage > MAX_COVERAGE:
+        flags.append(
+            QualityFlag(
+                code="mask_too_large",
+                message=f"The product mask covers {parts.coverage:.0%} of the photo, so the background "
+                "was probably not removed; check the cutout or try another background engine.",
+            )
+        )
+    if len(parts.stats) > 1:
+        flags.append(
+            QualityFlag(
+                code="multiple_parts",
+                message=f"The mask has {len(parts.stats)} separate parts, each at least "
+                f"{SPECK_FRACTION:.1%} of the product; check that they are all product and not "
+                "leftover background.",
+            )
+        )
+    longer_side = max(box.right - box.left, box.bottom - box.top)
+    upscale = settings.product_side / longer_side
+    if upscale > 1:
+        flags.append(
+            QualityFlag(
+                code="low_resolution",
+                severity=Severity.INFO if upscale < NOTICEABLE_UPSCALE else Severity.WARNING,
+                message=f"The product is {longer_side} px on its longer side but must fill "
+                f"{settings.product_side} px of the {settings.size} px packshot, so it is upscaled "
+                f"{upscale:.2f}x; check it for softness, or use a higher-resolution photo.",
+            )
+        )
+    return tuple(flags)
+
+
+def _join(words: tuple[str, ...]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def make_cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """RGBA cutout at the image's own size: the image's colours, alpha = mask (times any existing alpha).
+
+    Fully transparent pixels are zeroed: the backdrop's noise would otherwise be kept invisibly, making the PNG
+    several times larger and slower to write.
+    """
+    if image.size != mask.size:
+        raise ValueError(f"mask size {mask.size} differs from image size {image.size}")
+    alpha = np.asarray(mask, dtype=np.uint8)
+    if image.mode == "RGBA":
+        own = np.asarray(image.getchannel("A"), dtype=np.uint16)
+        alpha = ((own * alpha + 127) // 255).astype(np.uint8)
+    rgba = np.empty((*alpha.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = np.asarray(image.convert("RGB"))
+    rgba[..., 3] = alpha
+    rgba[alpha == 0] = 0
+    return Image.fromarray(rgba, "RGBA")

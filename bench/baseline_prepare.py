@@ -1,0 +1,221 @@
+"""Frozen copy of functions/stages/prepare.py at f423e764cade456805102c97e19d8dae359265bb, the baseline
+for bench_throughput.py and bench_background.py, wired to the frozen keyer, packshot and encoder.
+
+Do not edit or restyle it: it is the reference the fast code path is measured against.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from bench.baseline_encoding import content_type_for, encode_image, extension_for
+from bench.baseline_packshot import Packshot, PackshotSettings, compose_packshot, make_cutout, quality_checks
+from functions.errors import BackgroundRemovalError
+from functions.ports import BlobStorage
+from functions.stages.background import BackgroundRemover, BackgroundResult
+from functions.stages.brand import BrandSelection
+from functions.stages.gpu_requests import build_job_requests
+from functions.stages.intake import IntakeLimits, NormalisedImage, normalise_image
+from schemas import (
+    Box,
+    Cutout,
+    IntakeInfo,
+    JobKind,
+    PreparedFiles,
+    PreparedImage,
+    ProductSidecar,
+    QualityFlag,
+    Severity,
+)
+
+PREVIEW_SIDE = 360  # previews for the report and the review email: a batch of 24 MP photos still opens fast
+
+
+@dataclass(frozen=True)
+class ProcessedPhoto:
+    """Everything made from one photo, aligned with the normalised image (cutout and mask share its size)."""
+
+    normalised: NormalisedImage
+    background: BackgroundResult
+    cutout: Image.Image
+    packshot: Packshot
+    checks: tuple[QualityFlag, ...]
+
+
+def process_photo(
+    data: bytes,
+    filename: str,
+    remover: BackgroundRemover,
+    packshot_settings: PackshotSettings,
+    limits: IntakeLimits | None = None,
+) -> ProcessedPhoto:
+    """Run the CPU stages on one photo's bytes. Raises IntakeError / BackgroundRemovalError naming `filename`."""
+    # 1. Validate and normalise before any model sees the pixels.
+    normalised = normalise_image(data, filename, limits or IntakeLimits())
+
+    # 2. Separate the product from its background.
+    try:
+        background = remover.remove(normalised.image)
+    except BackgroundRemovalError as error:
+        raise BackgroundRemovalError(error.code, f"{filename}: {error.message}") from error
+
+    # 3. Cut out at the normalised image's own size, so it lines up with the original pixel for pixel.
+    cutout = make_cutout(normalised.image, background.mask)
+
+    # 4. Compose the catalog packshot.
+    packshot = compose_packshot(normalised.image, background.mask, packshot_settings)
+
+    # 5. Record what a reviewer should look at; nothing here changes the images.
+    checks = quality_checks(background.mask, packshot_settings)
+    if background.low_confidence:
+        reason = "; ".join(background.notes) or "the engine was unsure where the product ends"
+        checks += (
+            QualityFlag(
+                code="low_confidence_cutout",
+                severity=Severity.WARNING,
+                message=f"The cutout may be wrong ({background.engine}, confidence "
+                f"{background.confidence:.2f}): {reason}.",
+            ),
+        )
+    return ProcessedPhoto(normalised, background, cutout, packshot, checks)
+
+
+@dataclass(frozen=True)
+class PhotoToPrepare:
+    """One photo and where it belongs: the same fields on both runtimes."""
+
+    data: bytes
+    image_id: str
+    source: str  # relative input path locally, s3:// URI of the original on AWS
+    filename: str
+    sku: str
+    publish_stem: str  # `<sku>/<photo>`, file-system and S3-key safe
+    content_sha256: str
+    sidecar: ProductSidecar | None
+    kinds: tuple[JobKind, ...]
+
+
+@dataclass(frozen=True)
+class PrepareTargets:
+    """Where prepare writes: `<files_prefix>cutout.png`..., previews, and the GPU jobs' output prefixes."""
+
+    files_prefix: str
+    previews_prefix: str
+    jobs_prefix: str
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    photo: ProcessedPhoto
+    prepared: PreparedImage
+
+
+def _preview(image: Image.Image, fmt: str) -> bytes:
+    thumb = image.copy()
+    thumb.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return encode_image(thumb, fmt, quality=85)  # type: ignore[arg-type]
+
+
+def _cutout_info(result: ProcessedPhoto) -> Cutout:
+    info = result.normalised.info
+    box = result.background.mask.getbbox()
+    histogram = result.background.mask.histogram()
+    coverage = sum(i * n for i, n in enumerate(histogram)) / (255 * info.width * info.height)
+    return Cutout(
+        engine=result.background.engine,
+        confidence=round(result.background.confidence, 4),
+        low_confidence=result.background.low_confidence,
+        backdrop_rgb=result.background.backdrop_rgb,
+        product_box=Box(left=box[0], top=box[1], right=box[2], bottom=box[3]) if box else None,
+        coverage=round(min(1.0, coverage), 4),
+    )
+
+
+def prepare_image(
+    photo: PhotoToPrepare,
+    brand: BrandSelection,
+    *,
+    remover: BackgroundRemover,
+    packshot_settings: PackshotSettings,
+    limits: IntakeLimits,
+    storage: BlobStorage,
+    targets: PrepareTargets,
+    reviewers: Sequence[str] = (),
+) -> PreparedPhoto:
+    """Run the CPU stages, write the derived files, and build the GPU job requests. Raises CatalogError."""
+    # 1. The CPU stages, in memory.
+    result = process_photo(photo.data, photo.source, remover, packshot_settings, limits)
+
+    # 2. The derived files, each under this photo's own prefix (never beside the original).
+    fmt = packshot_settings.resolved_format
+    packshot = result.packshot.image
+    packshot_preview_format = "png" if packshot.mode == "RGBA" else "jpeg"
+    writes: dict[str, tuple[str, bytes, str]] = {
+        "cutout": (f"{targets.files_prefix}cutout.png", encode_image(result.cutout, "png"), "image/png"),
+        "mask": (f"{targets.files_prefix}mask.png", encode_image(result.background.mask, "png"), "image/png"),
+        "packshot": (
+            f"{targets.files_prefix}packshot{extension_for(fmt)}",
+            encode_image(packshot, fmt, quality=packshot_settings.quality),
+            content_type_for(fmt),
+        ),
+        "original_preview": (
+            f"{targets.previews_prefix}original.jpg",
+            _preview(result.normalised.image.convert("RGB"), "jpeg"),
+            "image/jpeg",
+        ),
+        "cutout_preview": (f"{targets.previews_prefix}cutout.png", _preview(result.cutout, "png"), "image/png"),
+        "packshot_preview": (
+            f"{targets.previews_prefix}packshot{extension_for(packshot_preview_format)}",  # type: ignore[arg-type]
+            _preview(packshot, packshot_preview_format),
+            content_type_for(packshot_preview_format),  # type: ignore[arg-type]
+        ),
+    }
+    if JobKind.GHOST_MANNEQUIN in photo.kinds:
+        # The ghost-mannequin job needs the photo with its mannequin, as intake normalised it (sRGB, upright).
+        writes["normalised"] = (
+            f"{targets.files_prefix}normalised.png",
+            encode_image(result.normalised.image, "png"),
+            "image/png",
+        )
+    for uri, data, content_type in writes.values():
+        storage.write_bytes(uri, data, content_type)
+    files = PreparedFiles(
+        cutout=writes["cutout"][0],
+        mask=writes["mask"][0],
+        packshot=writes["packshot"][0],
+        normalised=writes["normalised"][0] if "normalised" in writes else None,
+        original_preview=writes["original_preview"][0],
+        cutout_preview=writes["cutout_preview"][0],
+        packshot_preview=writes["packshot_preview"][0],
+    )
+
+    # 3. The GPU jobs this photo asks for, with the brand's profile.
+    sku = photo.sidecar.sku if photo.sidecar and photo.sidecar.sku else photo.sku
+    jobs = build_job_requests(
+        image_id=photo.image_id,
+        content_sha256=photo.content_sha256,
+        brand=brand.resolved.brand,
+        sku=sku,
+        sidecar=photo.sidecar,
+        kinds=photo.kinds,
+        files=files,
+        output_prefix=targets.jobs_prefix,
+        profile=brand.profile,
+    )
+    prepared = PreparedImage(
+        image_id=photo.image_id,
+        brand=brand.resolved,
+        sku=sku,
+        source=photo.source,
+        filename=photo.filename,
+        publish_stem=photo.publish_stem,
+        content_sha256=photo.content_sha256,
+        intake=IntakeInfo.model_validate(result.normalised.info.model_dump()),
+        cutout=_cutout_info(result),
+        checks=result.checks,
+        files=files,
+        reviewers=tuple(reviewers),
+        jobs=jobs,
+    )
+    return PreparedPhoto(result, prepared)
