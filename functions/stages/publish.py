@@ -2,7 +2,9 @@
 labelled lines of the brand's feedback dataset (JSON Lines), which the next training round reads.
 
 One stage for both runtimes: the publisher port is a folder locally (`OUT/approved/`, `OUT/feedback/`) and the
-output bucket on AWS. Each published image carries its provenance (what made it, with which adapters and seed).
+output bucket on AWS. Each published image carries its provenance (what made it, with which adapters and seed): as
+metadata beside it, and inside the file as the IPTC Digital Source Type in XMP (and a signed C2PA manifest when the
+deployment has a signing certificate), see `functions/stages/provenance.py`.
 """
 
 import re
@@ -10,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import PurePosixPath
 
 from functions.ports import Publisher, PublishStatus
+from functions.stages.provenance import C2paSigning, can_carry_provenance, mark_image
 from schemas import FeedbackRecord, PublishResult, ReviewDecision, ReviewItem, Verdict
 
 ReadBytes = Callable[[str], bytes]
@@ -78,6 +81,26 @@ def publish_name(item: ReviewItem) -> str:
     return "/".join(parts)
 
 
+def published_bytes(
+    item: ReviewItem, decision: ReviewDecision, data: bytes, content_type: str, c2pa_signing: C2paSigning | None
+) -> bytes:
+    """The approved image as published: provenance marked in the file. Bytes that are no JPEG, PNG or WebP (nothing
+    this pipeline encodes) have no place for it and go as they are."""
+    if not can_carry_provenance(data):
+        return data
+    provenance = {k: v for k, v in published_metadata(item, decision, "").items() if k not in ("review-id", "sku")}
+    approval = {"approved-by": decision.reviewer, "decided-at": decision.decided_at.isoformat()}
+    return mark_image(
+        data,
+        content_type,
+        item.job_kind,
+        provenance,
+        approval=approval,
+        title=publish_name(item),
+        c2pa_signing=c2pa_signing,
+    )
+
+
 def _decided(
     items: Sequence[ReviewItem], decisions: Iterable[ReviewDecision]
 ) -> list[tuple[ReviewItem, ReviewDecision]]:
@@ -99,8 +122,10 @@ def publish_decisions(
     *,
     read_bytes: ReadBytes,
     publisher: Publisher,
+    c2pa_signing: C2paSigning | None = None,
 ) -> PublishResult:
-    """Approved -> the publisher (never over other bytes); rejected -> one feedback write for the batch."""
+    """Approved -> marked with their provenance -> the publisher (never over other bytes); rejected -> one feedback
+    write for the batch."""
     published: dict[PublishStatus, list[str]] = {status: [] for status in PublishStatus}
     rejected: list[tuple[ReviewItem, ReviewDecision]] = []
     for item, decision in _decided(items, decisions):
@@ -109,8 +134,9 @@ def publish_decisions(
             continue
         name = publish_name(item)
         content_type = _CONTENT_TYPES.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")
+        data = published_bytes(item, decision, read_bytes(item.generated), content_type, c2pa_signing)
         status, location = publisher.publish(
-            brand, name, read_bytes(item.generated), content_type, published_metadata(item, decision, review_id)
+            brand, name, data, content_type, published_metadata(item, decision, review_id)
         )
         published[status].append(location)
 
