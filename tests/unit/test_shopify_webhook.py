@@ -196,10 +196,10 @@ def test_a_failed_enqueue_releases_the_event_so_that_shopifys_retry_gets_through
     def broken(work):
         raise ConnectionError("queue unavailable")
 
-    endpoint_store = endpoint.store
+    # Given a queue that fails when the first delivery is handed to it
     with pytest.raises(ConnectionError):
         receive_webhook(
-            BODY, samples.headers(BODY), secrets=SECRETS, brand="acme", store=endpoint_store, enqueue=broken, now=NOW
+            BODY, samples.headers(BODY), secrets=SECRETS, brand="acme", store=endpoint.store, enqueue=broken, now=NOW
         )
 
     # Then Shopify's retry of the same event is queued, not taken for a duplicate
