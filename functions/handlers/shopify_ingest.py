@@ -30,6 +30,9 @@ logger = Logger(service="shopify-intake")
 metrics = Metrics(namespace="CatalogImages", service="shopify-intake")
 processor = BatchProcessor(event_type=EventType.SQS)
 SETTINGS = settings.ShopifyIngestSettings
+# Hosts (`host:port`) fetched besides the brand's HTTPS image hosts. Empty when deployed; tests point it at a
+# loopback image server, as `catalog shopify serve --allow-image-host` does.
+EXTRA_IMAGE_HOSTS: tuple[str, ...] = ()
 
 
 def brand_settings(config: settings.ShopifyIngestSettings) -> ShopifySettings:
@@ -68,7 +71,7 @@ def ingest_message(body: str) -> ProductIntake | str:
             intake_root=f"s3://{config.intake_bucket}/{config.intake_prefix.rstrip('/')}",
             store=store,
             writer=S3Storage(client("s3")),
-            fetcher=ImageFetcher(shopify),
+            fetcher=ImageFetcher(shopify, EXTRA_IMAGE_HOSTS),
             settings=shopify,
         )
     except BaseException:
