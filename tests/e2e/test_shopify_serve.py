@@ -67,11 +67,13 @@ def serve(tmp_path_factory: pytest.TempPathFactory, image_host: str) -> Iterator
     command = [str(script) if script.exists() else "catalog", "shopify", "serve", "--out", str(out), "--port", "0"]
     command += ["--brand", "acme", "--allow-image-host", image_host]
     env = {**os.environ, "SHOPIFY_CLIENT_SECRET": samples.CLIENT_SECRET}  # not on the command line: ps shows it
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    errors = out.parent / "serve.stderr"  # a file, not a pipe: the server's console lines must never block it
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        assert line.startswith("Listening on "), line + (process.stderr.read() if process.poll() is not None else "")
+        assert line.startswith("Listening on "), line + errors.read_text()
         yield line.removeprefix("Listening on ").strip(), out
     finally:
         process.send_signal(signal.SIGTERM)
@@ -80,7 +82,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, image_host: str) -> Iterator
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    assert process.returncode == 0, errors.read_text()
 
 
 def _photos(folder: Path) -> list[str]:
