@@ -86,6 +86,7 @@ def ingest_message(body: str) -> ProductIntake | str:
             "product_id": work.product.id,
             "outcome": result.outcome,
             "images": result.counts(),
+            "sidecar_written": result.sidecar_written,
             "refused": refusals,
             "detail": result.message,
         },

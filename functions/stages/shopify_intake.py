@@ -107,9 +107,7 @@ class ShopifyIntakeStore(Protocol):
 
 
 class IntakeWriter(Protocol):
-    """The intake folder or bucket: `write_new` never overwrites (False when the name is taken)."""
-
-    def write_bytes(self, uri: str, data: bytes, content_type: str) -> None: ...
+    """The intake folder or bucket, write-once: `write_new` never overwrites (False when the name is taken)."""
 
     def write_new(self, uri: str, data: bytes, content_type: str) -> bool: ...
 
@@ -483,6 +481,7 @@ class ProductIntake:
     folder: str | None = None
     images: tuple[ImageIntake, ...] = field(default=())
     message: str = ""
+    sidecar_written: bool = False  # False: a product.json from an earlier event was already there
 
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -516,12 +515,14 @@ def ingest_product(
     if not images:
         return ProductIntake("no_images", product.id, message=f"product {product.id} has no images")
     folder = f"{intake_root.rstrip('/')}/{work.brand}/{product_folder(product)}"
-    # 3. the sidecar first, so that prepare reads it with the first photo
+    # 3. the sidecar first, so that prepare reads it with the first photo. Intake is write-once (the bucket refuses
+    # a put under incoming/ without If-None-Match), so the first event's product.json stays; later edits of the
+    # title, type or tags do not rewrite it.
     sidecar = sidecar_for(product, settings).model_dump_json(indent=2, exclude_none=True).encode()
-    writer.write_bytes(f"{folder}/{SIDECAR_NAME}", sidecar, "application/json")
+    sidecar_written = writer.write_new(f"{folder}/{SIDECAR_NAME}", sidecar, "application/json")
     # 4. each image not yet processed (image id + content hash)
     outcomes = [_ingest_image(work, image, index, folder, store, writer, fetcher) for index, image in enumerate(images)]
-    return ProductIntake("processed", product.id, folder, tuple(outcomes))
+    return ProductIntake("processed", product.id, folder, tuple(outcomes), sidecar_written=sidecar_written)
 
 
 def _ingest_image(

@@ -179,6 +179,8 @@ class LocalShopifyServer:
 
 def _summary(result: ProductIntake) -> dict[str, Any]:
     summary: dict[str, Any] = {"outcome": result.outcome, "folder": result.folder, "images": result.counts()}
+    if result.outcome == "processed":
+        summary["sidecar_written"] = result.sidecar_written
     refused = [{"image_id": i.image_id, "code": i.code, "detail": i.message} for i in result.images if i.code]
     if refused:
         summary["refused"] = refused
