@@ -47,6 +47,9 @@ class DatasetPhoto(Contract):
     caption_file: str | None = None
     mask_file: str | None = None
     caption: str | None = Field(default=None, description="The caption as last written or edited.")
+    caption_edited: bool = Field(
+        default=False, description="True once the user has edited the caption file; later checks keep their text."
+    )
 
 
 class FailureCase(Contract):
