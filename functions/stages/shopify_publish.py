@@ -16,7 +16,8 @@ Per product (the SKU folder intake made: the handle, a variant SKU or `product-<
 4. `productReorderMedia`: the merchant's media keep their order; ours follow (or lead) by the brand's kind order.
 5. with `replace_merchant_media`, and only when every image of the product is there, the merchant's images are
    detached from the product (`fileUpdate` referencesToRemove: the files stay in the store's Files).
-Shopify unavailable past the client's retries -> this and every later image `shopify_unavailable` (terminal).
+Shopify unavailable past the client's retries, or refusing the token -> this and every later image
+`shopify_unavailable` (terminal), with the reason.
 """
 
 import hashlib
@@ -297,6 +298,8 @@ def publish_to_shopify(
                 continue
             except ShopifyUnavailableError as error:
                 unavailable = f"Shopify was unavailable: {error}"
+            except ShopifyRefusedError as error:  # the token or the request itself: every later call would fail too
+                unavailable = f"Shopify refused the request: {error}"
         done = {r.item_id for r in results}
         results += [
             _result(item, folder, ShopifyMediaStatus.SHOPIFY_UNAVAILABLE, errors=[unavailable])
