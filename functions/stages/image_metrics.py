@@ -190,15 +190,22 @@ class ProductLocation:
 
     reference_rgb: np.ndarray  # HxWx3, the source pixels where `mask` is set
     mask: np.ndarray  # HxW bool, the product's pixels in the output
+    keep: np.ndarray  # HxW bool, the pixels that must be kept exactly (the recipe's keep mask, or `mask`)
     scale: float  # 1.0: exactly where it was placed
     moved: bool  # True when template matching had to find it elsewhere
 
 
 def locate_product(
-    output_rgb: np.ndarray, placed_rgba: np.ndarray, scales: tuple[float, ...] = (1.0, 0.9, 1.1, 0.8, 1.25, 0.67, 0.5)
+    output_rgb: np.ndarray,
+    placed_rgba: np.ndarray,
+    keep: np.ndarray | None = None,
+    scales: tuple[float, ...] = (1.0, 0.9, 1.1, 0.8, 1.25, 0.67, 0.5),
 ) -> ProductLocation:
     """Where the placed product is in `output_rgb`: at its placement when it is still there, else the best masked
-    template match over a few scales (an engine that re-frames the scene moves or rescales the product)."""
+    template match over a few scales (an engine that re-frames the scene moves or rescales the product).
+
+    `keep` is the region promised exact at the placement (our recipe repaints a thin band at the product's edge);
+    default: the whole product."""
     if output_rgb.shape[:2] != placed_rgba.shape[:2]:
         raise ValueError(
             f"the output is {output_rgb.shape[1]}x{output_rgb.shape[0]}, the placed product "
@@ -209,9 +216,10 @@ def locate_product(
     mask = placed_rgba[..., 3] >= MASK_THRESHOLD
     if not mask.any():
         raise ValueError("the placed product's mask is empty")
-    at_placement = region_differences(output_rgb, placed_rgba[..., :3], mask, PRESERVED_TOLERANCE)
+    keep = mask if keep is None else keep
+    at_placement = region_differences(output_rgb, placed_rgba[..., :3], keep, PRESERVED_TOLERANCE)
     if at_placement is None or at_placement.preserved_share >= 0.5:
-        return ProductLocation(placed_rgba[..., :3].copy(), mask, 1.0, False)
+        return ProductLocation(placed_rgba[..., :3].copy(), mask, keep, 1.0, False)
     rows, cols = np.nonzero(mask)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     crop = placed_rgba[top:bottom, left:right]
@@ -236,20 +244,21 @@ def locate_product(
         if best is None or per_pixel < best[0]:
             best = (per_pixel, scale, x, y, template)
     if best is None:  # nothing fits: fall back to the placement, and the metrics will say it is not there
-        return ProductLocation(placed_rgba[..., :3].copy(), mask, 1.0, False)
+        return ProductLocation(placed_rgba[..., :3].copy(), mask, keep, 1.0, False)
     _, scale, x, y, template = best
     reference = np.zeros_like(output_rgb)
     found = np.zeros(mask.shape, dtype=bool)
     reference[y : y + template.shape[0], x : x + template.shape[1]] = template[..., :3]
     found[y : y + template.shape[0], x : x + template.shape[1]] = template[..., 3] >= MASK_THRESHOLD
-    return ProductLocation(reference, found, scale, (x, y) != (left, top) or scale != 1.0)
+    moved = (x, y) != (left, top) or scale != 1.0
+    return ProductLocation(reference, found, found if moved else keep, scale, moved)
 
 
 # ---- product fidelity ----------------------------------------------------------------------------------------------
 def product_fidelity(output_rgb: np.ndarray, location: ProductLocation) -> dict[str, float]:
     """Preserved share, mean ΔE2000 and silhouette IoU of the product in the output (no weights)."""
     mask = location.mask
-    differences = region_differences(output_rgb, location.reference_rgb, mask, PRESERVED_TOLERANCE)
+    differences = region_differences(output_rgb, location.reference_rgb, location.keep, PRESERVED_TOLERANCE)
     preserved = 1.0 if differences is None else differences.preserved_share
     return {
         "product_pixels_preserved": round(preserved, 4),
@@ -291,7 +300,7 @@ def silhouette_iou(output_rgb: np.ndarray, expected_mask: np.ndarray, iterations
     background_model, foreground_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     bgr = np.ascontiguousarray(output_rgb[..., ::-1])
     try:
-        cv2.grabCut(bgr, seeds, None, background_model, foreground_model, iterations, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(bgr, seeds, None, background_model, foreground_model, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     except cv2.error:  # a single-colour image has no second colour cluster to learn: nothing separable
         return 0.0
     segmented = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
@@ -311,7 +320,9 @@ def sharpness(rgb: np.ndarray) -> float:
     grey = luma(rgb)
     scale = BLUR_WORKING_SIDE / max(grey.shape)
     if scale < 1:
-        grey = cv2.resize(grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)), cv2.INTER_AREA)
+        grey = cv2.resize(
+            grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)), interpolation=cv2.INTER_AREA
+        )
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
@@ -324,3 +335,31 @@ def image_sanity(rgb: np.ndarray) -> dict[str, float]:
         "exposure_mean": round(float(values.mean()), 2),
         "exposure_clipped": round(float(clipped.mean()), 4),
     }
+
+
+# ---- warnings from the metrics (the report's and the learning loop's, beside the automatic checks' flags) ----------
+@dataclass(frozen=True)
+class MetricWarning:
+    code: str
+    metric: str
+    above: bool  # True: warn above the limit; False: below it
+    limit: float
+
+    def applies(self, metrics: dict[str, float | None]) -> bool:
+        value = metrics.get(self.metric)
+        if value is None:
+            return False
+        return value > self.limit if self.above else value < self.limit
+
+
+METRIC_WARNINGS = (
+    MetricWarning("colour_shift", "garment_delta_e", above=True, limit=5.0),
+    MetricWarning("silhouette_changed", "silhouette_iou", above=False, limit=0.8),
+    MetricWarning("blurry", "sharpness", above=False, limit=15.0),
+    MetricWarning("badly_exposed", "exposure_clipped", above=True, limit=0.25),
+)
+
+
+def metric_warnings(metrics: dict[str, float | None]) -> list[str]:
+    """The warning codes `metrics` trip (e.g. `colour_shift` past ΔE2000 5)."""
+    return [warning.code for warning in METRIC_WARNINGS if warning.applies(metrics)]
