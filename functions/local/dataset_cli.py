@@ -18,6 +18,7 @@ from functions.stages.dataset import (
     CheckOptions,
     DatasetCheck,
     DatasetGates,
+    check_brand,
     check_caption_template,
     check_out_folder,
     check_trigger_token,
@@ -133,6 +134,7 @@ def check(
             duplicate_distance=duplicate_distance,
             min_product_share=min_product_share,
         )
+        check_brand(brand)
         check_caption_template(caption_template)
         check_trigger_token(trigger_token)
         check_out_folder(out, photos_dir)

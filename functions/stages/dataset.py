@@ -98,7 +98,7 @@ Captioner = Callable[[Image.Image], str]
 
 
 @dataclass
-class _Assessed:
+class AssessedPhoto:
     candidate: CandidatePhoto
     id: str
     findings: list[GateFinding] = field(default_factory=list)
@@ -175,17 +175,17 @@ def measure_coverage(mask: Image.Image) -> tuple[float, float]:
     return float(product.mean()), max(float(edge.mean()) for edge in edges)
 
 
-def _assess(
+def assess_photo(
     candidate: CandidatePhoto,
     photo_id: str,
     gates: DatasetGates,
     remover: BackgroundRemover,
     limits: IntakeLimits,
-) -> _Assessed:
+) -> AssessedPhoto:
     """Intake, mask and the single-photo gates. Every finding names the file."""
     import imagehash
 
-    photo = _Assessed(candidate, photo_id)
+    photo = AssessedPhoto(candidate, photo_id)
     name = candidate.source
     if candidate.sidecar_error:
         photo.add("invalid_sidecar", candidate.sidecar_error)
@@ -292,13 +292,13 @@ def photo_ids(candidates: Sequence[CandidatePhoto]) -> list[str]:
     return ids
 
 
-def _quality_rank(photo: _Assessed) -> tuple[int, int, float]:
+def _quality_rank(photo: AssessedPhoto) -> tuple[int, int, float]:
     """Which of a duplicate group is kept: a photo that passes its gates, then the larger, then the sharper."""
     assert photo.image is not None
     return (0 if photo.refused else 1, photo.image.width * photo.image.height, photo.sharpness)
 
 
-def mark_duplicates(photos: Sequence[_Assessed], max_distance: int) -> list[list[_Assessed]]:
+def mark_duplicates(photos: Sequence[AssessedPhoto], max_distance: int) -> list[list[AssessedPhoto]]:
     """Group exact (same pixels) and near (pHash within `max_distance`) duplicates; keep the best of each group."""
     decoded = [photo for photo in photos if photo.phash is not None]
     parent = list(range(len(decoded)))
@@ -316,7 +316,7 @@ def mark_duplicates(photos: Sequence[_Assessed], max_distance: int) -> list[list
             if first.pixels_sha256 == second.pixels_sha256 or first.phash - second.phash <= max_distance:
                 parent[root(j)] = root(i)
 
-    groups: dict[int, list[_Assessed]] = {}
+    groups: dict[int, list[AssessedPhoto]] = {}
     for i, photo in enumerate(decoded):
         groups.setdefault(root(i), []).append(photo)
     duplicate_groups = [group for group in groups.values() if len(group) > 1]
@@ -443,6 +443,13 @@ class PreviousDataset:
             return text
         return None
 
+    def edited_captions(self) -> dict[str, str]:
+        """Every edited caption by photo id; read before any work, so a file in a bad encoding stops the check early."""
+        if self.manifest is None:
+            return {}
+        edits = {photo.id: self.edited_caption(photo.id) for photo in self.manifest.kept}
+        return {photo_id: text for photo_id, text in edits.items() if text is not None}
+
 
 # -- the whole check ---------------------------------------------------------------------------------------------
 
@@ -483,20 +490,20 @@ def check_dataset(
     check_caption_template(options.caption_template)
     if out_dir.parent.is_dir():
         recover_interrupted_swap(out_dir.absolute())
-    previous = PreviousDataset.read(out_dir)
+    edits = PreviousDataset.read(out_dir).edited_captions()
 
     # 1. every photo through intake, mask and the single-photo gates
     ids = photo_ids(candidates)
     assessed = []
     for candidate, photo_id in zip(candidates, ids, strict=True):
-        photo = _assess(candidate, photo_id, gates, remover, options.limits)
+        photo = assess_photo(candidate, photo_id, gates, remover, options.limits)
         assessed.append(photo)
 
     # 2. duplicates across the set, then buckets and captions for what is kept
     groups = mark_duplicates(assessed, gates.duplicate_distance)
     photos: list[DatasetPhoto] = []
     for photo in assessed:
-        photos.append(_dataset_photo(photo, options, previous, captioner))
+        photos.append(_dataset_photo(photo, options, edits.get(photo.id), captioner))
         if on_photo:
             on_photo(photos[-1])
 
@@ -537,7 +544,7 @@ def check_dataset(
 
 
 def _dataset_photo(
-    photo: _Assessed, options: CheckOptions, previous: PreviousDataset, captioner: Captioner | None
+    photo: AssessedPhoto, options: CheckOptions, edited: str | None, captioner: Captioner | None
 ) -> DatasetPhoto:
     candidate = photo.candidate
     common = {
@@ -552,7 +559,6 @@ def _dataset_photo(
     }
     if photo.refused or photo.image is None or photo.mask is None:
         return DatasetPhoto(verdict=PhotoVerdict.REFUSED, **common)
-    edited = previous.edited_caption(photo.id)
     if edited is not None:
         caption = edited
     else:
@@ -589,7 +595,7 @@ def _thumbnail(image: Image.Image) -> bytes:
 def _write_dataset(
     out_dir: Path,
     manifest: DatasetManifest,
-    assessed: Sequence[_Assessed],
+    assessed: Sequence[AssessedPhoto],
     write_report: Callable[[DatasetManifest, Path], object] | None,
 ) -> DatasetManifest:
     """Build the folder beside `out_dir`, then swap it in; the previous one stays whole until the swap."""
@@ -680,6 +686,16 @@ def check_out_folder(out_dir: Path, photos_dir: Path) -> None:
         raise ConfigurationError(
             f"--out {out_dir} already holds files and no {DATASET_FILE}: the check replaces its --out folder, so "
             "give it a new or an earlier dataset folder."
+        )
+
+
+_BRAND = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")  # as brand profiles and incoming/<brand>/ keys spell it
+
+
+def check_brand(brand: str) -> None:
+    if not _BRAND.match(brand):
+        raise ConfigurationError(
+            f"--brand {brand!r}: a brand is lower-case letters, digits and '-' (at most 64), as in incoming/<brand>/."
         )
 
 
