@@ -76,6 +76,11 @@ class TrainingConfig(Contract):
 
     # Precision and memory
     mixed_precision: MixedPrecision = "no"
+    pretrained_vae: str | None = Field(
+        default=None,
+        description="A local folder with an fp16-safe SDXL VAE (e.g. sdxl-vae-fp16-fix). None: the base model's VAE,"
+        " which latents are encoded with in float32 whatever the precision.",
+    )
     gradient_checkpointing: bool = False
     device: TrainingDevice = "auto"
 
@@ -84,7 +89,7 @@ class TrainingConfig(Contract):
     checkpoints_total_limit: int | None = Field(default=3, ge=1, description="Older checkpoints are removed.")
     validation_every: int | None = Field(default=250, ge=1, description="None: only after the last step.")
     validation_prompts: tuple[str, ...] = ()
-    validation_seeds: tuple[int, ...] = (0, 1)
+    validation_seeds: tuple[int, ...] = Field(default=(0, 1), min_length=1)
     validation_inference_steps: int = Field(default=25, ge=1, le=150)
     validation_size: int | None = Field(default=None, ge=64, le=2048, description="None: the training resolution.")
     seed: int = 0
