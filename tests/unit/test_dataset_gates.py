@@ -122,8 +122,6 @@ def test_exact_and_near_duplicates_are_grouped_and_the_larger_photo_is_kept(tmp_
         _assess(tmp_path, studio_photo.resize((200, 266)), "c.jpg"),
         _assess(tmp_path, other, "d.jpg"),
     ]
-    for photo, name in zip(photos, "abcd", strict=True):
-        photo.candidate = CandidatePhoto(photo.candidate.path, f"{name}.jpg", "S")  # type: ignore[misc]
     # When duplicates are marked
     groups = mark_duplicates(photos, max_distance=6)
     # Then the three copies form one group; the first full-size one is kept, the others say which one is kept
@@ -135,7 +133,7 @@ def test_exact_and_near_duplicates_are_grouped_and_the_larger_photo_is_kept(tmp_
 
 @pytest.mark.parametrize(("size", "expected"), [((2000, 2000), (1024, 1024)), ((1200, 1600), (896, 1152))])
 def test_buckets_follow_the_photo_aspect_in_multiples_of_64(size, expected):
-    assert plan_bucket(*size, resolution=1024) == expected
+    assert plan_bucket(size[0], size[1], resolution=1024) == expected
 
 
 def test_a_bucket_never_asks_for_more_pixels_than_the_photo_has():
@@ -155,7 +153,7 @@ def test_captions_come_from_the_sidecar_and_drop_what_is_missing():
 
 
 def test_a_caption_template_with_an_unknown_field_is_refused_naming_the_fields():
-    with pytest.raises(ConfigurationError, match="price.*the fields are trigger_token"):
+    with pytest.raises(ConfigurationError, match=r"price.*the fields are trigger_token"):
         check_caption_template("{trigger_token} {price}")
 
 
@@ -167,7 +165,9 @@ def test_the_users_caption_edit_is_recognised_and_stays_recognised(tmp_path):
     # Given a dataset whose caption file we wrote as "sks, dress"
     (tmp_path / "images").mkdir()
     caption_file = tmp_path / "images" / "d.txt"
-    photo = DatasetPhoto(id="d", source="d.jpg", verdict=PhotoVerdict.KEPT, caption_file="images/d.txt", caption="sks, dress")
+    photo = DatasetPhoto(
+        id="d", source="d.jpg", verdict=PhotoVerdict.KEPT, caption_file="images/d.txt", caption="sks, dress"
+    )
     (tmp_path / "dataset.json").write_text(_manifest_with(photo).model_dump_json())
     caption_file.write_text("sks, dress\n")
     # Then an untouched file is not an edit
