@@ -17,8 +17,9 @@ _ENCODABLE_MODES = ("L", "RGB", "RGBA")
 _FULL_CHROMA_FROM_QUALITY = 90
 _SUBSAMPLING_444 = 0
 _SUBSAMPLING_420 = 2
-# zlib level 6 is the usual size/speed balance; a fixed level keeps the bytes reproducible across callers.
-_PNG_COMPRESS_LEVEL = 6
+# zlib level 1: a full-size cutout PNG was the largest single cost of a photo at level 6 (3x slower for files ~20%
+# smaller); a fixed level keeps the bytes reproducible across callers.
+_PNG_COMPRESS_LEVEL = 1
 
 
 def check_output_format(fmt: str) -> OutputFormat:
@@ -61,8 +62,10 @@ def encode_image(image: Image.Image, fmt: OutputFormat, *, quality: int = 92) ->
         )
 
     # 2. a fresh image with the same pixels and an empty `info`: some encoders fall back to `image.info`
-    # (e.g. the JPEG comment), so passing empty options alone would not be enough.
-    clean = image.copy()
+    # (e.g. the JPEG comment), so passing empty options alone would not be enough. It shares the pixel buffer
+    # (nothing here writes to it): copying a 24 MP cutout first would cost a tenth of its encoding time.
+    image.load()
+    clean = image._new(image.im)
     clean.info = {}
 
     # 3. format-specific options
@@ -73,7 +76,9 @@ def encode_image(image: Image.Image, fmt: OutputFormat, *, quality: int = 92) ->
                 raise ValueError("JPEG cannot keep transparency; encode this image as png or webp instead")
             clean = clean.convert("RGB")
         subsampling = _SUBSAMPLING_444 if quality >= _FULL_CHROMA_FROM_QUALITY else _SUBSAMPLING_420
-        options = {"quality": quality, "subsampling": subsampling, "progressive": True, "optimize": True}
+        # Baseline (not progressive) with optimised Huffman tables: progressive scans cost 2.5x the encoding time
+        # of a 2000 px packshot for files ~4% smaller.
+        options = {"quality": quality, "subsampling": subsampling, "optimize": True}
     elif fmt == "png":
         options = {"compress_level": _PNG_COMPRESS_LEVEL}
     else:

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from functions.encoding import OutputFormat, check_output_format, check_quality
 from functions.errors import CatalogError
@@ -98,8 +98,9 @@ class Packshot:
 
 
 @dataclass(frozen=True)
-class _MaskParts:
-    """The significant connected parts of a product mask (specks left out)."""
+class MaskParts:
+    """The significant connected parts of a product mask (specks left out): found once per mask (`find_mask_parts`)
+    and shared by `compose_packshot` and `quality_checks`, as a 24 MP mask takes a while to label."""
 
     width: int
     height: int
@@ -132,17 +133,19 @@ class _MaskParts:
         return tuple(edge for edge, hit in touched.items() if hit)
 
 
-def _find_parts(mask: Image.Image) -> _MaskParts:
+def find_mask_parts(mask: Image.Image) -> MaskParts:
+    """The significant parts of a mode-L product mask."""
+    _check_mask(mask)
     product = np.asarray(mask) > MASK_NOISE_FLOOR
     product_pixels = int(np.count_nonzero(product))
     if product_pixels == 0:
-        return _MaskParts(mask.width, mask.height, 0, np.empty((0, 5), dtype=np.int32))
+        return MaskParts(mask.width, mask.height, 0, np.empty((0, 5), dtype=np.int32))
     _, _, stats, _ = cv2.connectedComponentsWithStats(product.view(np.uint8), connectivity=8)
     parts = stats[1:]  # row 0 is the background
     areas = parts[:, cv2.CC_STAT_AREA]
     # The largest part always counts, so a product made only of small pieces is still found.
     significant = parts[(areas >= SPECK_FRACTION * product_pixels) | (areas == areas.max())]
-    return _MaskParts(mask.width, mask.height, product_pixels, significant)
+    return MaskParts(mask.width, mask.height, product_pixels, significant)
 
 
 def _check_mask(mask: Image.Image) -> None:
@@ -159,15 +162,18 @@ def _check_inputs(image: Image.Image, mask: Image.Image) -> None:
 
 
 def _over_background(premultiplied: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """Composite premultiplied RGBa pixels over opaque background pixels, in uint16 to stay exact.
+    """Composite premultiplied RGBa pixels over opaque background pixels (H x W x 1, or 1 x 1 x 1 for one value).
 
     Working premultiplied means an edge pixel's colour never borrows from the (often black) colour
-    under transparent pixels: no dark halos. `min` absorbs Lanczos overshoot, where colour > alpha.
+    under transparent pixels: no dark halos. Saturation absorbs Lanczos overshoot, where colour > alpha.
+    Exact integer arithmetic: colour + round((255 - alpha) * background / 255), clipped at 255 (OpenCV rounds to
+    nearest, and a product of two bytes over 255 is never exactly half-way).
     """
-    colour = premultiplied[..., :3].astype(np.uint16)
-    see_through = 255 - premultiplied[..., 3:4].astype(np.uint16)
-    out = colour + (see_through * background.astype(np.uint16) + 127) // 255
-    return np.minimum(out, 255).astype(np.uint8)
+    colour = np.ascontiguousarray(premultiplied[..., :3])
+    see_through = cv2.bitwise_not(np.ascontiguousarray(premultiplied[..., 3]))
+    shade = np.ascontiguousarray(np.broadcast_to(background[..., 0], see_through.shape))
+    under = cv2.multiply(see_through, shade, scale=1 / 255)
+    return np.asarray(cv2.add(colour, cv2.merge([under, under, under])))
 
 
 def _contact_shadow(alpha: np.ndarray, placement: Box, canvas_size: int) -> Image.Image:
@@ -229,7 +235,9 @@ def _contact_shadow(alpha: np.ndarray, placement: Box, canvas_size: int) -> Imag
     return Image.fromarray(border, "L")
 
 
-def compose_packshot(image: Image.Image, mask: Image.Image, settings: PackshotSettings) -> Packshot:
+def compose_packshot(
+    image: Image.Image, mask: Image.Image, settings: PackshotSettings, parts: MaskParts | None = None
+) -> Packshot:
     """Cut the product out with its mask, scale it to the fill ratio and centre it on a square canvas.
 
     The product's box ignores specks (parts under 0.5% of its area) and mask values <= 8; the crop
@@ -238,7 +246,7 @@ def compose_packshot(image: Image.Image, mask: Image.Image, settings: PackshotSe
     """
     # 1. check inputs
     _check_inputs(image, mask)
-    parts = _find_parts(mask)
+    parts = parts if parts is not None else find_mask_parts(mask)
     source_box = parts.box
     if source_box is None:
         raise CatalogError("empty_mask", "The product mask is empty, so there is no product to place.")
@@ -275,23 +283,35 @@ def compose_packshot(image: Image.Image, mask: Image.Image, settings: PackshotSe
         canvas.paste(Image.fromarray(straight, "RGBA"), (left, top))
         return Packshot(image=canvas, placement=placement, scale=scale)
 
-    product = np.asarray(premultiplied)
     if settings.preset is PackshotPreset.SHADOW:
+        product = np.asarray(premultiplied)
         shadow = _contact_shadow(product[..., 3], placement, settings.size)
         canvas = Image.merge("RGB", (shadow, shadow, shadow))
         under_product = np.asarray(shadow.crop((placement.left, placement.top, placement.right, placement.bottom)))
-        composited = _over_background(product, under_product[..., np.newaxis])
+        composited = Image.fromarray(_over_background(product, under_product[..., np.newaxis]), "RGB")
     else:
         canvas = Image.new("RGB", canvas_size, _WHITE)
-        composited = _over_background(product, np.full((1, 1, 1), 255, dtype=np.uint8))
-    canvas.paste(Image.fromarray(composited, "RGB"), (left, top))
+        composited = _over_white(premultiplied)
+    canvas.paste(composited, (left, top))
     return Packshot(image=canvas, placement=placement, scale=scale)
 
 
-def quality_checks(mask: Image.Image, settings: PackshotSettings) -> tuple[QualityFlag, ...]:
-    """Flags for the reviewer about a product mask and the packshot it will make; empty when all is well."""
+def _over_white(premultiplied: Image.Image) -> Image.Image:
+    """`_over_background` on white, in Pillow's own band operations (no array copies): colour + (255 - alpha),
+    clipped at 255, which is exactly colour + round((255 - alpha) * 255 / 255)."""
+    red, green, blue, alpha = premultiplied.split()
+    see_through = ImageChops.invert(alpha)
+    return Image.merge("RGB", [ImageChops.add(band, see_through) for band in (red, green, blue)])
+
+
+def quality_checks(
+    mask: Image.Image, settings: PackshotSettings, parts: MaskParts | None = None
+) -> tuple[QualityFlag, ...]:
+    """Flags for the reviewer about a product mask and the packshot it will make; empty when all is well.
+
+    `parts` is `find_mask_parts(mask)` when the caller already has it."""
     _check_mask(mask)
-    parts = _find_parts(mask)
+    parts = parts if parts is not None else find_mask_parts(mask)
     box = parts.box
     if box is None:
         return (

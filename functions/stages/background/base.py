@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -44,12 +45,17 @@ def make_cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
     """
     if image.size != mask.size:
         raise ValueError(f"mask size {mask.size} differs from image size {image.size}")
-    alpha = np.asarray(mask, dtype=np.uint8)
+    alpha = mask
     if image.mode == "RGBA":
-        own = np.asarray(image.getchannel("A"), dtype=np.uint16)
-        alpha = ((own * alpha + 127) // 255).astype(np.uint8)
-    rgba = np.empty((*alpha.shape, 4), dtype=np.uint8)
-    rgba[..., :3] = np.asarray(image.convert("RGB"))
-    rgba[..., 3] = alpha
-    rgba[alpha == 0] = 0
-    return Image.fromarray(rgba, "RGBA")
+        # round(own * mask / 255): OpenCV rounds to nearest, and a product of two bytes over 255 is never a half.
+        own = np.asarray(image.getchannel("A"))
+        alpha = Image.fromarray(cv2.multiply(own, np.asarray(mask), scale=1 / 255), "L")
+    # Pillow's own band operations, without array copies: a 24 MP cutout is made in a fraction of the time.
+    rgba = image.convert("RGBA") if image.mode != "RGBA" else image.copy()
+    rgba.putalpha(alpha)
+    rgba.paste((0, 0, 0, 0), None, alpha.point(_HIDDEN))  # a 0/255 paste mask fills or leaves, never blends
+    return rgba
+
+
+# Alpha 0 -> 255 (zeroed), anything else -> 0 (kept as is).
+_HIDDEN = [255] + [0] * 255

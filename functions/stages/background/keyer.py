@@ -303,9 +303,17 @@ def _touching_border(region: np.ndarray) -> np.ndarray:
     return lookup[labels]
 
 
-def _basis(xs: np.ndarray, ys: np.ndarray, degree: int) -> list[np.ndarray]:
-    """Monomials x^i y^j (i + j <= degree) of coordinates normalised to [-1, 1]."""
-    return [xs**i * ys**j for total in range(degree + 1) for j in range(total + 1) for i in [total - j]]
+def _design(xs: np.ndarray, ys: np.ndarray, degree: int) -> np.ndarray:
+    """Monomials x^i y^j (i + j <= degree) of coordinates normalised to [-1, 1], as the columns of a matrix.
+
+    Powers come from running products: integer powers by `**` are far slower.
+    """
+    x_powers, y_powers = [np.ones_like(xs)], [np.ones_like(ys)]
+    for _ in range(degree):
+        x_powers.append(x_powers[-1] * xs)
+        y_powers.append(y_powers[-1] * ys)
+    terms = [(i, j) for total in range(degree + 1) for j in range(total + 1) for i in [total - j]]
+    return np.stack([x_powers[i] * y_powers[j] for i, j in terms], 1)
 
 
 def _fit_backdrop(lab: np.ndarray, sample: np.ndarray, degree: int, tolerance: float) -> tuple[np.ndarray, float]:
@@ -319,28 +327,47 @@ def _fit_backdrop(lab: np.ndarray, sample: np.ndarray, degree: int, tolerance: f
     step = max(1, len(ys) // 40_000)
     ys, xs = ys[::step], xs[::step]
     values = lab[ys, xs].astype(np.float64)
-    design = np.stack(_basis(xs * (2.0 / max(width - 1, 1)) - 1, ys * (2.0 / max(height - 1, 1)) - 1, degree), 1)
+    design = _design(xs * (2.0 / max(width - 1, 1)) - 1, ys * (2.0 / max(height - 1, 1)) - 1, degree)
     coef = np.zeros((design.shape[1], 3))
     coef[0] = np.median(values, axis=0)
     for cut_off in (4 * tolerance, 2 * tolerance, tolerance, tolerance):
-        residual = np.linalg.norm(design @ coef - values, axis=1)
-        inliers = residual < cut_off
+        inliers = _squared_residual(design, coef, values) < cut_off**2
         if np.count_nonzero(inliers) < design.shape[1] * 4:
             break
-        coef = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)[0]
-    residual = np.linalg.norm(design @ coef - values, axis=1)
-    return coef, float(np.mean(residual < tolerance))
+        # Normal equations: ten unknowns on coordinates in [-1, 1] are well conditioned, and solving them is far
+        # cheaper than an SVD of the tall design matrix.
+        kept = design[inliers]
+        coef = np.linalg.solve(_matmul(kept, kept, transpose_first=True), _matmul(kept, values[inliers], True))
+    return coef, float(np.mean(_squared_residual(design, coef, values) < tolerance**2))
+
+
+def _squared_residual(design: np.ndarray, coef: np.ndarray, values: np.ndarray) -> np.ndarray:
+    # OpenCV's matrix product rather than numpy's: BLAS threads would fight the runner's worker processes.
+    residual = np.asarray(cv2.gemm(design, coef, 1.0, values, -1.0))
+    return np.einsum("nc,nc->n", residual, residual)
 
 
 def _evaluate(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The fitted backdrop colour at every pixel, as (powers of y) @ (per-column weights of each power of y).
+
+    The polynomial is a sum of x^i y^j, so it is one small matrix product rather than a full-size pass per term.
+    """
     height, width = shape
-    xs = np.linspace(-1, 1, width, dtype=np.float32)[np.newaxis, :]
-    ys = np.linspace(-1, 1, height, dtype=np.float32)[:, np.newaxis]
     degree = round((math.sqrt(8 * coef.shape[0] + 1) - 3) / 2)
-    field = np.zeros((height, width, 3), np.float32)
-    for term, weights in zip(_basis(xs, ys, degree), coef.astype(np.float32), strict=True):
-        field += term[..., np.newaxis] * weights
-    return field
+    x_powers = np.linspace(-1, 1, width, dtype=np.float32)[:, np.newaxis] ** np.arange(degree + 1, dtype=np.float32)
+    y_powers = np.linspace(-1, 1, height, dtype=np.float32)[:, np.newaxis] ** np.arange(degree + 1, dtype=np.float32)
+    grid = np.zeros((degree + 1, degree + 1, 3), np.float32)  # [j, i] holds the weights of x^i y^j
+    terms = [(i, j) for total in range(degree + 1) for j in range(total + 1) for i in [total - j]]
+    for (i, j), weights in zip(terms, coef.astype(np.float32), strict=True):
+        grid[j, i] = weights
+    columns = np.einsum("jic,wi->jwc", grid, x_powers).reshape(degree + 1, width * 3)
+    return _matmul(y_powers, columns).reshape(height, width, 3)
+
+
+def _matmul(first: np.ndarray, second: np.ndarray, transpose_first: bool = False) -> np.ndarray:
+    """first @ second (or first.T @ second) by OpenCV: numpy's BLAS threads would fight the runner's workers."""
+    flags = cv2.GEMM_1_T if transpose_first else 0
+    return np.asarray(cv2.gemm(first, second, 1.0, np.empty((0, 0), first.dtype), 0.0, flags=flags))
 
 
 def _colour_gradient(lab: np.ndarray) -> np.ndarray:
