@@ -9,6 +9,7 @@ from constructs import Node
 EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
 BRAND = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
 INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+PARTNER_SOURCE = re.compile(r"^aws\.partner/shopify\.com/[0-9]+/[\w.\-/]+$")
 JOB_KINDS = ("packshot", "ghost_mannequin", "try_on", "lifestyle")  # schemas.JobKind's values
 PACKSHOT_PRESETS = ("white-square", "transparent", "shadow")  # functions.stages.packshot's presets
 PACKSHOT_SIZES = range(64, 10001)
@@ -46,6 +47,7 @@ class DeployConfig:
     prepare_concurrency: int = 250
     review_page_concurrency: int = 10
     intake_via_event_bridge: bool = False  # intake through EventBridge "Object Created" instead of S3 notifications
+    shopify_event_source: str = ""  # Shopify's partner event source name (aws.partner/shopify.com/...); empty: none
 
     def __post_init__(self) -> None:
         problems = []
@@ -77,6 +79,10 @@ class DeployConfig:
         unknown_jobs = [job for job in self.default_jobs.split(",") if job.strip() not in JOB_KINDS]
         if unknown_jobs:
             problems.append(f"defaultJobs {self.default_jobs!r}: comma-separated, from {', '.join(JOB_KINDS)}")
+        if self.shopify_event_source and not PARTNER_SOURCE.match(self.shopify_event_source):
+            problems.append(
+                f"shopifyEventSource {self.shopify_event_source!r}: expected aws.partner/shopify.com/<app id>/<name>"
+            )
         if problems:
             raise ValueError("invalid deployment context: " + "; ".join(problems))
 
@@ -108,4 +114,5 @@ class DeployConfig:
             prepare_concurrency=int(get("prepareConcurrency", cls.prepare_concurrency)),
             review_page_concurrency=int(get("reviewPageConcurrency", cls.review_page_concurrency)),
             intake_via_event_bridge=_bool(get("intakeViaEventBridge", cls.intake_via_event_bridge)),
+            shopify_event_source=str(get("shopifyEventSource", cls.shopify_event_source)),
         )
