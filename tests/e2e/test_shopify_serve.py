@@ -130,6 +130,13 @@ def test_a_webhook_lands_the_products_photo_and_sidecar_under_incoming(serve, im
         "jobs": ["packshot"],
     }
 
+    # And `catalog run OUT/incoming/<brand>` finds it as one SKU with its sidecar
+    from functions.local.discovery import discover_inputs
+
+    (found,) = discover_inputs(out / "incoming" / "acme")
+    assert (found.sku, found.path.name, found.sidecar_error) == ("example-t-shirt", photo, None)
+    assert found.sidecar is not None and found.sidecar.colour == "Navy"
+
     # When the same delivery is retried, and a tampered copy arrives
     again = httpx.post(url, content=body, headers=samples.headers(body), timeout=5)
     tampered = httpx.post(url, content=body.replace(b"Example", b"Exampl3"), headers=samples.headers(body), timeout=5)
