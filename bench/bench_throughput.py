@@ -1,0 +1,210 @@
+"""`catalog run` throughput on 600x800 catalog photos: today's code path and the new one, side by side.
+
+Both paths run the same runner (discovery, reuse check, worker processes, manifest checkpoints, report) on the same
+input folder, each in its own process so that its peak RSS is its own:
+  baseline  the CPU stages as they were at f423e76: the frozen copies in bench/baseline_*.py (keyer, packshot,
+            encoder, prepare), swapped into the runner
+  new       the stages in functions/ as they are now
+Printed: photos/s of each and their ratio; the IoU between the two paths' masks (min and mean, for the synthetic
+photos and for the real samples in ../shared/samples when present); the per-photo overhead outside the stages
+(the runner's own process CPU time per photo, and a re-run where every photo is reused); and the new path's peak
+RSS at two batch sizes, to show memory stays flat. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_throughput.py [--photos 50] [--rss-photos 200] [--workers 2]
+"""
+
+import argparse
+import json
+import multiprocessing
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "samples"
+GARMENT_COLOURS = (
+    ((196, 28, 36), (246, 246, 244)),
+    ((34, 42, 72), (218, 218, 216)),
+    ((240, 240, 237), (247, 247, 247)),  # white on white, the hard case
+    ((118, 140, 112), (242, 222, 222)),
+    ((92, 94, 98), (245, 245, 245)),
+)
+
+
+def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, float]:
+    """Runs inside the measured process: the prepare half of `catalog run` (no GPU jobs are asked for)."""
+    sys.path.insert(0, str(REPO))
+    # The baseline's stages are swapped into the runner's module before the workers fork, so they inherit them.
+    multiprocessing.set_start_method("fork", force=True)
+    import functions.local.runner as runner
+    from functions.local.discovery import discover_inputs
+    from functions.local.manifest import load_previous_manifest, remove_interrupted_writes
+    from functions.local.report import write_report
+
+    if path == "baseline":
+        from bench import baseline_keyer, baseline_prepare
+
+        runner.prepare_image = baseline_prepare.prepare_image  # type: ignore[assignment]
+        runner.build_remover = lambda settings, threads: baseline_keyer.BackdropKeyer()
+
+    class Quiet:
+        def photo_done(self, entry: object) -> None: ...
+
+        def start_jobs(self, count: int) -> None: ...
+
+        def job_done(self, result: object) -> None: ...
+
+    def run() -> int:
+        started = runner.datetime.now(runner.UTC)
+        photos = discover_inputs(input_dir, exclude=out_dir)
+        remove_interrupted_writes(out_dir)
+        previous = load_previous_manifest(out_dir)
+        settings = runner.RunSettings(workers=workers)
+        progress = runner.CheckpointedProgress(Quiet(), out_dir, input_dir, settings, started, previous)
+        entries = runner.run_batch(photos, out_dir, settings, on_done=progress.photo_done)
+        entries = runner.check_and_itemise(entries, out_dir, settings)
+        manifest = runner.write_manifest(out_dir, input_dir, settings, started, entries)
+        write_report(out_dir, manifest)
+        return len(entries)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    count = run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rerun = time.perf_counter()
+    run()  # every photo reused: discovery, reuse check, manifest and report only
+    rerun = time.perf_counter() - rerun
+    return {
+        "photos": count,
+        "wall_s": wall,
+        "runner_cpu_ms_per_photo": 1000 * cpu / count,
+        "rerun_ms_per_photo": 1000 * rerun / count,
+        "peak_rss_runner_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def write_photos(folder: Path, count: int, with_samples: bool) -> None:
+    """`count` synthetic 600x800 JPEGs (a SKU folder each), plus the real samples as one more folder."""
+    from functions.local.synthetic_photos import GARMENTS, render_product_photo
+
+    for index in range(count):
+        garment_rgb, backdrop_rgb = GARMENT_COLOURS[index % len(GARMENT_COLOURS)]
+        photo = render_product_photo(
+            GARMENTS[index % len(GARMENTS)], garment_rgb, backdrop_rgb, size=(600, 800), seed=index
+        )
+        sku = folder / f"SKU-{index:05d}"
+        sku.mkdir(parents=True)
+        photo.image.save(sku / "front.jpg", "JPEG", quality=90)
+    if with_samples:
+        (folder / "SAMPLES").mkdir()
+        for sample in sorted(SAMPLES.glob("*.jpg")):
+            shutil.copyfile(sample, folder / "SAMPLES" / sample.name)
+
+
+def copy_batch(pool: Path, folder: Path, count: int) -> None:
+    """A batch of `count` photos made of copies of the pool's synthetic photos (for the memory check)."""
+    sources = sorted(pool.glob("SKU-*/front.jpg"))
+    for index in range(count):
+        (folder / f"SKU-{index:05d}").mkdir(parents=True)
+        shutil.copyfile(sources[index % len(sources)], folder / f"SKU-{index:05d}" / "front.jpg")
+
+
+def measure(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", path, "--input", str(input_dir), "--out", str(out_dir)]
+    done = subprocess.run([*command, "--workers", str(workers)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def mask_ious(baseline_out: Path, new_out: Path) -> dict[str, list[float]]:
+    """IoU (mask > 127) between the two runs' masks, per photo, grouped as synthetic or real sample."""
+    import numpy as np
+    from PIL import Image
+
+    from functions.local.manifest import load_previous_manifest
+
+    baseline, new = load_previous_manifest(baseline_out), load_previous_manifest(new_out)
+    groups: dict[str, list[float]] = {"synthetic": [], "samples": [], "failed_in_one_only": []}
+    for source, entry in baseline.items():
+        other = new[source]
+        if ("mask" in entry.outputs) != ("mask" in other.outputs):
+            groups["failed_in_one_only"].append(1.0)
+            continue
+        if "mask" not in entry.outputs:
+            continue
+        a = np.asarray(Image.open(baseline_out / entry.outputs["mask"])) > 127
+        b = np.asarray(Image.open(new_out / other.outputs["mask"])) > 127
+        iou = float((a & b).sum() / max(1, (a | b).sum()))
+        groups["samples" if source.startswith("SAMPLES/") else "synthetic"].append(iou)
+    return groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=50, help="synthetic photos in the side-by-side batch")
+    parser.add_argument("--rss-photos", type=int, default=200, help="the larger batch for the memory check")
+    parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
+    parser.add_argument("--child", choices=("baseline", "new"))
+    parser.add_argument("--input", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.input, args.out, args.workers)))
+        return
+
+    sys.path.insert(0, str(REPO))
+    # 1. The input folder: synthetic catalog photos, and the real samples when they are there.
+    work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    photos = work / "photos"
+    with_samples = SAMPLES.is_dir() and any(SAMPLES.glob("*.jpg"))
+    write_photos(photos, args.photos, with_samples)
+    total = args.photos + (len(list(SAMPLES.glob("*.jpg"))) if with_samples else 0)
+    print(f"batch: {args.photos} synthetic 600x800 photos" + (f" + {total - args.photos} real samples" * with_samples))
+    print(f"workers: {args.workers}; each path in a fresh process; python {sys.version.split()[0]}")
+
+    # 2. The same batch through both paths (baseline first, then new, then baseline again to even out drift).
+    results = {
+        "baseline": measure("baseline", photos, work / "out-baseline", args.workers),
+        "new": measure("new", photos, work / "out-new", args.workers),
+    }
+    again = measure("baseline", photos, work / "out-baseline-2", args.workers)
+    results["baseline"]["wall_s"] = (results["baseline"]["wall_s"] + again["wall_s"]) / 2
+
+    # 3. Memory at a larger batch (copies of the same photos), new path only.
+    large = work / "photos-large"
+    copy_batch(photos, large, args.rss_photos)
+    results[f"new x{args.rss_photos}"] = measure("new", large, work / "out-large", args.workers)
+
+    base_rate = results["baseline"]["photos"] / results["baseline"]["wall_s"]
+    print(
+        f"\n{'path':<12}{'photos':>8}{'wall s':>9}{'photos/s':>10}{'s/photo':>9}{'vs base':>9}"
+        f"{'runner CPU ms/photo':>21}{'re-run ms/photo':>17}{'RSS runner MB':>15}{'RSS worker MB':>15}"
+    )
+    for name, r in results.items():
+        rate = r["photos"] / r["wall_s"]
+        print(
+            f"{name:<12}{r['photos']:>8.0f}{r['wall_s']:>9.1f}{rate:>10.2f}{r['wall_s'] / r['photos']:>9.3f}"
+            f"{rate / base_rate:>8.2f}x{r['runner_cpu_ms_per_photo']:>21.1f}{r['rerun_ms_per_photo']:>17.1f}"
+            f"{r['peak_rss_runner_mb']:>15.0f}{r['peak_rss_worker_mb']:>15.0f}"
+        )
+
+    # 4. Same masks? IoU between the two paths' masks.
+    ious = mask_ious(work / "out-baseline", work / "out-new")
+    for group in ("synthetic", "samples"):
+        if ious[group]:
+            values = ious[group]
+            print(f"mask IoU new vs baseline, {group}: min {min(values):.4f}, mean {sum(values) / len(values):.4f}")
+    if ious["failed_in_one_only"]:
+        print(f"photos that failed in one path only: {len(ious['failed_in_one_only'])}")
+    print(
+        "\nrunner CPU ms/photo: the runner process's own CPU (discovery, reuse check, hashing, manifest checkpoints,"
+        "\nreport), outside the workers' stages; re-run ms/photo: the same batch again, every photo reused."
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
