@@ -21,16 +21,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import ValidationError
 
 from functions.errors import field_problems
 from schemas import GarmentCategory, ProductSidecar
 from schemas.product import SIDECAR_NAME
 from schemas.shopify import EventSource, ShopifyImage, ShopifyProduct, ShopifySettings, ShopifyTopic, ShopifyWork
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -381,6 +383,8 @@ class ImageFetcher:
     def __init__(
         self, settings: ShopifySettings, extra_hosts: Sequence[str] = (), client: httpx.Client | None = None
     ) -> None:
+        import httpx  # here, not at module level: the webhook function never fetches, and httpx costs its cold start
+
         self.settings = settings
         self.hosts = {host.lower() for host in settings.image_hosts}
         self.extra = {host.lower() for host in extra_hosts}
@@ -405,6 +409,8 @@ class ImageFetcher:
 
     def fetch(self, url: str, where: str) -> FetchedImage:
         """Bytes and content type of `url`; `where` names the field in error messages."""
+        import httpx
+
         if not self.allowed(url):
             host = urlsplit(url).netloc or url[:80]
             raise ImageRefusedError(

@@ -394,3 +394,21 @@ def test_a_product_without_images_and_a_non_cdn_image_end_in_clear_terminal_stat
     assert (image.status, image.code) == ("refused", "image_host_not_allowed")
     assert "images.example.com" in (image.message or "") and "images[0].src" in (image.message or "")
     assert fetched == []
+
+
+def test_the_webhook_function_imports_no_image_or_ml_library():
+    # Given a fresh interpreter, as a cold Lambda starts
+    import subprocess
+    import sys
+
+    heavy = ("PIL", "numpy", "torch", "diffusers", "rembg", "cv2", "onnxruntime")
+    code = (
+        "import sys, functions.handlers.shopify_webhook, functions.handlers.shopify_ingest;"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+
+    # When the webhook and intake handlers are imported
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    # Then no image or ML library came with them: the answer stays fast
+    assert out.strip() == "[]"
