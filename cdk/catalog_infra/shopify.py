@@ -40,9 +40,10 @@ PARTNER_SOURCE_PREFIX = "aws.partner/shopify.com"
 WEBHOOK_SECRET_TEMPLATE = json.dumps({"previous": "", "previous_until": ""})
 ADMIN_TOKEN_TEMPLATE = json.dumps({"shop": ""})
 # The table actions of each code path (functions/adapters/aws/shopify_store.py): the endpoint claims an event
-# (conditional put) and releases it when queueing failed (delete); intake also claims EventBridge events, advances
-# the product's latest event time (conditional update) and reads and marks image versions.
-WEBHOOK_TABLE_ACTIONS = ("dynamodb:PutItem", "dynamodb:DeleteItem")
+# (conditional put), confirms it once queued (update) and releases it when queueing failed (delete); intake also
+# claims EventBridge events, advances the product's latest event time (conditional update) and reads and marks image
+# versions.
+WEBHOOK_TABLE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 INGEST_TABLE_ACTIONS = ("dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:GetItem")
 
 

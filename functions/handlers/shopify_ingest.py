@@ -78,6 +78,8 @@ def ingest_message(body: str) -> ProductIntake | str:
         if from_eventbridge:
             store.release_event(work.event_id)  # the redelivered message must get through
         raise
+    if from_eventbridge:
+        store.confirm_event(work.event_id)
     refusals = [{"image_id": i.image_id, "code": i.code, "detail": i.message} for i in result.images if i.code]
     logger.info(
         "product taken in",

@@ -92,7 +92,12 @@ class ShopifyIntakeStore(Protocol):
     """Dedupe and staleness, with conditional writes: SQLite locally, DynamoDB on AWS."""
 
     def claim_event(self, event_id: str) -> bool:
-        """True the first time an event id is claimed; False for a repeat delivery."""
+        """True the first time an event id is claimed, or when an earlier claim was never confirmed and is a minute
+        old (its process died between the claim and the queue); False for a repeat delivery."""
+        ...
+
+    def confirm_event(self, event_id: str) -> None:
+        """The event's work is queued (or done): from now on every delivery of it is a duplicate."""
         ...
 
     def release_event(self, event_id: str) -> None:
@@ -263,6 +268,7 @@ def _queue_once(work: ShopifyWork, store: ShopifyIntakeStore, enqueue: Callable[
     except BaseException:
         store.release_event(work.event_id)  # Shopify retries after our 5xx; let that delivery in
         raise
+    store.confirm_event(work.event_id)
     return WebhookAnswer(200, "queued", f"product {work.product.id} queued ({work.topic})", work)
 
 

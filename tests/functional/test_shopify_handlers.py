@@ -183,6 +183,29 @@ def test_a_rotated_secret_is_picked_up_at_the_first_refused_signature(aws, monke
     assert shopify_webhook.lambda_handler(api_event(body, old), FakeContext())["statusCode"] == 200
 
 
+def test_an_event_whose_claim_was_never_confirmed_is_queued_by_shopifys_retry(aws):
+    # Given an event claimed ten minutes ago by a function that died before queueing it
+    boto3.client("dynamodb", region_name=REGION).put_item(
+        TableName=TABLE,
+        Item={
+            "pk": {"S": "event#died-before-queueing"},
+            "state": {"S": "claimed"},
+            "claimed_at": {"S": "2026-11-30T09:50:00.000000Z"},
+            "expires_at": {"N": "4102444800"},
+        },
+    )
+    body = samples.body_of(samples.PRODUCT)
+    headers = samples.headers(body, event_id="died-before-queueing")
+
+    # When Shopify retries the delivery, and retries it again
+    first = shopify_webhook.lambda_handler(api_event(body, headers), FakeContext())
+    second = shopify_webhook.lambda_handler(api_event(body, headers), FakeContext())
+
+    # Then the retry takes the dead claim over and queues the work, once
+    assert [json.loads(r["body"])["outcome"] for r in (first, second)] == ["queued", "duplicate"]
+    assert len(drain(aws)) == 1
+
+
 def test_off_cdn_images_and_products_without_images_end_in_clear_terminal_states(aws, image_host):
     # Given a product whose image is not on Shopify's CDN, and one with no images
     off_cdn = samples.product(id=7, handle="off-cdn")

@@ -206,6 +206,26 @@ def test_a_failed_enqueue_releases_the_event_so_that_shopifys_retry_gets_through
     assert endpoint.post(BODY, samples.headers(BODY)).outcome == "queued"
 
 
+def test_a_claim_whose_process_died_before_queueing_is_taken_over_by_a_later_delivery(tmp_path):
+    # Given an event claimed by a process that died before it queued the work (never confirmed)
+    now = [NOW]
+    store = SQLiteShopifyStore(tmp_path / "shopify.sqlite3", clock=lambda: now[0])
+    assert store.claim_event("e-1")
+
+    # Then a delivery moments later is a duplicate (the first may still be queueing) ...
+    now[0] = NOW + timedelta(seconds=5)
+    assert not store.claim_event("e-1")
+
+    # ... and Shopify's retry a few minutes later takes the claim over, so the event is not lost
+    now[0] = NOW + timedelta(minutes=5)
+    assert store.claim_event("e-1")
+
+    # And once confirmed, no later delivery gets it again
+    store.confirm_event("e-1")
+    now[0] = NOW + timedelta(hours=3)
+    assert not store.claim_event("e-1")
+
+
 def test_the_eventbridge_envelope_gives_the_same_work_without_an_hmac():
     # Given the product through Shopify's partner event source (topic in the metadata, detail-type generic)
     work = work_from_eventbridge(samples.eventbridge_event(samples.PRODUCT, topic="products/update"), "acme")

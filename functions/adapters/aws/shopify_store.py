@@ -1,6 +1,7 @@
 """The Shopify intake store on DynamoDB: one table, partition key `pk`, every write conditional where it decides.
 
-Items: `event#<id>` (the claim; expires after `EVENT_DAYS` through the table's TTL on `expires_at`),
+Items: `event#<id>` (the claim, `claimed` then `confirmed` once queued; expires after `EVENT_DAYS` through the
+table's TTL on `expires_at`),
 `product#<shop>#<id>` (the latest event time processed), `src#...`/`image#...` (image versions already taken).
 """
 
@@ -8,6 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 EVENT_DAYS = 7  # Shopify retries for 4 hours; a week of event ids is plenty
+CLAIMED, CONFIRMED = "claimed", "confirmed"
+# A claim not confirmed within this long belongs to a process that died between the claim and the queue (the webhook
+# function times out after 10 s): a later delivery of the event may claim it again.
+DEAD_CLAIM_SECONDS = 60
 
 
 def _utc_text(moment: datetime) -> str:
@@ -26,14 +31,30 @@ class DynamoDBShopifyStore:
                 TableName=self.table,
                 Item={
                     "pk": {"S": f"event#{event_id}"},
+                    "state": {"S": CLAIMED},
                     "claimed_at": {"S": _utc_text(now)},
                     "expires_at": {"N": str(int((now + timedelta(days=EVENT_DAYS)).timestamp()))},
                 },
-                ConditionExpression="attribute_not_exists(pk)",
+                # New, or claimed by a process that died before queueing (never confirmed, and long ago).
+                ConditionExpression="attribute_not_exists(pk) OR (#state = :claimed AND claimed_at < :dead_before)",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":claimed": {"S": CLAIMED},
+                    ":dead_before": {"S": _utc_text(now - timedelta(seconds=DEAD_CLAIM_SECONDS))},
+                },
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def confirm_event(self, event_id: str) -> None:
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"event#{event_id}"}},
+            UpdateExpression="SET #state = :confirmed",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":confirmed": {"S": CONFIRMED}},
+        )
 
     def release_event(self, event_id: str) -> None:
         self.client.delete_item(TableName=self.table, Key={"pk": {"S": f"event#{event_id}"}})

@@ -2,8 +2,11 @@
 
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+DEAD_CLAIM_SECONDS = 60  # as on AWS (adapters/aws/shopify_store.py): an unconfirmed claim this old is a dead one
 
 
 def _utc_text(moment: datetime) -> str:
@@ -14,22 +17,32 @@ def _utc_text(moment: datetime) -> str:
 class SQLiteShopifyStore:
     """Events claimed, each product's latest event time, and the image versions already taken."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, claimed_at TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, claimed_at TEXT NOT NULL, confirmed INTEGER)"
+        )
         self._db.execute("CREATE TABLE IF NOT EXISTS products (product_key TEXT PRIMARY KEY, triggered_at TEXT)")
         self._db.execute("CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY)")
 
     def claim_event(self, event_id: str) -> bool:
+        now = self.clock()
         with self._lock:
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO events (event_id, claimed_at) VALUES (?, ?)",
-                (event_id, _utc_text(datetime.now(UTC))),
+                "INSERT INTO events (event_id, claimed_at, confirmed) VALUES (?, ?, 0) "
+                "ON CONFLICT(event_id) DO UPDATE SET claimed_at = excluded.claimed_at "
+                "WHERE events.confirmed = 0 AND events.claimed_at < ?",
+                (event_id, _utc_text(now), _utc_text(now - timedelta(seconds=DEAD_CLAIM_SECONDS))),
             )
             return cursor.rowcount == 1
+
+    def confirm_event(self, event_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE events SET confirmed = 1 WHERE event_id = ?", (event_id,))
 
     def release_event(self, event_id: str) -> None:
         with self._lock:
