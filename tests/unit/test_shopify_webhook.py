@@ -432,3 +432,24 @@ def test_the_webhook_function_imports_no_image_or_ml_library():
 
     # Then no image or ML library came with them: the answer stays fast
     assert out.strip() == "[]"
+
+
+def test_the_local_server_refuses_an_oversized_body_unread_and_answers_only_its_route(tmp_path):
+    from functions.adapters.local.shopify_server import LocalShopifyServer
+
+    # Given the loopback endpoint with a 1 KiB body limit
+    server = LocalShopifyServer(
+        tmp_path, secrets=SECRETS, brand="acme", settings=ShopifySettings(), max_body_bytes=1024
+    )
+    with server:
+        big = samples.body_of(samples.product(body_html="x" * 4096))
+
+        # Then an oversized delivery is refused by its Content-Length, another path is a 404, a GET a 405
+        assert httpx.post(server.url, content=big, headers=samples.headers(big), timeout=5).status_code == 413
+        assert (
+            httpx.post(server.url.replace("/webhooks/shopify", "/other"), content=b"{}", timeout=5).status_code == 404
+        )
+        assert httpx.get(server.url, timeout=5).status_code == 405
+
+    # And nothing was queued or written
+    assert not (tmp_path / "incoming").exists()
