@@ -17,6 +17,7 @@ from . import (
     ReviewTask,
     RunManifest,
 )
+from .shopify import ShopifySettings
 from .workflow import ChecksInput, ExecutionInput, PreparedImage, PublishInput, PublishResult, ReviewRequest
 
 EXPORTED: dict[str, type[BaseModel]] = {
@@ -36,6 +37,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "review-request": ReviewRequest,
     "publish-input": PublishInput,
     "publish-result": PublishResult,
+    "shopify-settings": ShopifySettings,  # <brands>/<brand>/shopify.json
 }
 
 
