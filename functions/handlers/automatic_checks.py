@@ -6,18 +6,19 @@ takes. The checks themselves are the stage in functions/stages/checks.py, the sa
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
+from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_storage import S3Storage
 from functions.adapters.aws.transient import retry_transient
 from schemas import ChecksInput, ReviewRequest, Severity
 
 logger = Logger(service="checks")
-tracer = Tracer(service="checks")
+tracer = tracer_for("checks")
 metrics = Metrics(namespace="CatalogImages", service="checks")
 SETTINGS = settings.ChecksSettings
 

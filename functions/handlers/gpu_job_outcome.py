@@ -8,17 +8,18 @@ unknown or already settled is acknowledged and dropped, so SNS redeliveries resu
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import job_outcomes, settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore
+from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.transient import retry_transient
 
 logger = Logger(service="gpu-jobs")
-tracer = Tracer(service="gpu-jobs")
+tracer = tracer_for("gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
 SETTINGS = settings.GpuJobSettings
 

@@ -7,26 +7,37 @@ Messages are processed one by one with partial batch failures: a poison message 
 queue's maxReceiveCount, lands in the DLQ; the rest of the batch goes on.
 """
 
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.ledger import IntakeLedger
+from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_events import IntakeObject, objects_in_message, product_location, skip_reason
 from functions.adapters.aws.transient import retry_transient
 from schemas import ExecutionInput
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
 logger = Logger(service="intake")
-tracer = Tracer(service="intake")
+tracer = tracer_for("intake")
 metrics = Metrics(namespace="CatalogImages", service="intake")
-processor = BatchProcessor(event_type=EventType.SQS)
 SETTINGS = settings.IngestSettings
+
+
+@cache
+def sqs_batch_processor() -> "BatchProcessor":
+    """Made on the first batch, not at import: Powertools' batch utility costs ~30 ms of a cold start."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+    return BatchProcessor(event_type=EventType.SQS)
 
 
 def execution_input(obj: IntakeObject, intake_prefix: str) -> ExecutionInput:
@@ -77,7 +88,7 @@ def start_once(obj: IntakeObject) -> str:
 
 @tracer.capture_method
 @retry_transient
-def record_handler(record: SQSRecord) -> list[str]:
+def record_handler(record: "SQSRecord") -> list[str]:
     return [start_once(obj) for obj in objects_in_message(record.body)]
 
 
@@ -85,6 +96,8 @@ def record_handler(record: SQSRecord) -> list[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
     settings.load(SETTINGS)  # a missing variable fails the batch here, naming it
-    response = process_partial_response(event, record_handler, processor, context)
+    response = process_partial_response(event, record_handler, sqs_batch_processor(), context)
     return dict(response)

@@ -11,19 +11,20 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
+from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_storage import S3Storage
 from functions.adapters.aws.transient import retry_transient
 from functions.errors import CatalogError
 from schemas import ExecutionInput, PreparedImage
 
 logger = Logger(service="prepare")
-tracer = Tracer(service="prepare")
+tracer = tracer_for("prepare")
 metrics = Metrics(namespace="CatalogImages", service="prepare")
 SETTINGS = settings.PrepareSettings
 

@@ -13,18 +13,19 @@ is logged and counted, and the run goes on with the next one.
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import job_outcomes, settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore, StoredJob
+from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_storage import s3_location
 from functions.adapters.aws.transient import transient_reason
 
 logger = Logger(service="gpu-jobs")
-tracer = Tracer(service="gpu-jobs")
+tracer = tracer_for("gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
 SETTINGS = settings.GpuJobSettings
 
