@@ -24,7 +24,12 @@ def _resolve(part: Any) -> str:
 
 
 def definition_from_template(template: dict[str, Any]) -> dict[str, Any]:
-    machines = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    # The per-image workflow (the backfill's state machine, cdk/catalog_infra/backfill.py, is tested on its own).
+    machines = [
+        r
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and name.startswith("WorkflowPerImage")
+    ]
     assert len(machines) == 1
     body = machines[0]["Properties"]["DefinitionString"]
     text = body if isinstance(body, str) else "".join(_resolve(p) for p in body["Fn::Join"][1])

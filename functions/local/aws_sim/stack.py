@@ -240,11 +240,24 @@ def lambda_environment(stack: SynthesizedStack, names: StackNames) -> dict[str, 
 
 
 def state_machine_definition(stack: SynthesizedStack, names: StackNames) -> tuple[str, dict[str, Any]]:
-    """The one state machine's logical id and its definition, intrinsics resolved."""
+    """The per-image state machine's logical id and its definition, intrinsics resolved: the one the functions start
+    (`STATE_MACHINE_ARN`). The backfill's machine is not run in moto: `catalog backfill --runtime aws-sim` drives its
+    batch function itself (functions/local/backfill_sim.py says why)."""
     machines = stack.resources("AWS::StepFunctions::StateMachine")
-    if len(machines) != 1:
-        raise ConfigurationError(f"the stack has {len(machines)} state machines; the sim runs exactly one")
-    logical_id, machine = next(iter(machines.items()))
+    started = {
+        reference.get("Ref")
+        for function in lambda_functions(stack).values()
+        for reference in [
+            ((function["Properties"].get("Environment") or {}).get("Variables") or {}).get("STATE_MACHINE_ARN")
+        ]
+        if isinstance(reference, dict)
+    }
+    per_image = {logical_id: machine for logical_id, machine in machines.items() if logical_id in started}
+    if len(per_image) != 1:
+        raise ConfigurationError(
+            f"the stack's functions start {len(per_image)} state machines; the sim runs exactly one"
+        )
+    logical_id, machine = next(iter(per_image.items()))
     body = names.resolve(machine["Properties"]["DefinitionString"])
     substitutions = names.resolve(machine["Properties"].get("DefinitionSubstitutions") or {})
     for name, value in substitutions.items():
