@@ -7,6 +7,7 @@ product's edge is a step. The rough mask is made at a working resolution; its ed
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -92,15 +93,17 @@ class BackdropKeyer:
 
         # 4. Rough mask, then refit the backdrop on everything found to be backdrop (the border alone cannot see
         #    a vignette's centre) and key again.
-        first_guess = _evaluate(coef, lab.shape[:2])
-        plain_border = border & opaque & (np.linalg.norm(lab - first_guess, axis=2) < s.backdrop_tolerance_de)
-        edges = self._edges(lab, plain_border)
-        background, distance = self._background(lab, first_guess, opaque, edges)
+        channels = cv2.split(lab)  # contiguous planes: numpy is several times slower on strided channels
+        first_guess = cv2.split(_evaluate(coef, lab.shape[:2]))
+        distance = _delta_e(channels, first_guess)
+        plain_border = border & opaque & (distance < s.backdrop_tolerance_de)
+        edges = self._edges(lab, channels, plain_border)
+        background = self._background(channels, first_guess, distance, opaque, edges)
         clear = background & (distance < s.backdrop_tolerance_de) & opaque
         if np.count_nonzero(clear) > 1000:
             coef, _ = _fit_backdrop(lab, clear, degree=3, tolerance=s.backdrop_tolerance_de)
-        backdrop_lab = _evaluate(coef, lab.shape[:2])
-        background, _ = self._background(lab, backdrop_lab, opaque, edges)
+        backdrop_lab = cv2.split(_evaluate(coef, lab.shape[:2]))
+        background = self._background(channels, backdrop_lab, _delta_e(channels, backdrop_lab), opaque, edges)
 
         # 5. Clean: drop specks and thin spurs, close pinholes, fill holes that do not reach the frame.
         product = self._clean(~background)
@@ -141,20 +144,22 @@ class BackdropKeyer:
             notes=notes,
         )
 
-    def _edges(self, lab: np.ndarray, backdrop_sample: np.ndarray) -> np.ndarray:
-        """Product edges: sharp colour steps clearly above the backdrop's own noise, gaps closed."""
+    def _edges(self, lab: np.ndarray, channels: Sequence[np.ndarray], backdrop_sample: np.ndarray) -> np.ndarray:
+        """Product edges: sharp colour steps clearly above the backdrop's own noise, gaps closed.
+
+        `channels` are `lab`'s L*, a*, b* planes."""
         s = self.settings
         # A product's edge is a step; a soft shadow's is a ramp. A step's gradient fades when measured at a
         # coarser scale, a ramp's does not.
-        fine = _colour_gradient(lab)
-        coarse = _colour_gradient(cv2.GaussianBlur(lab, (0, 0), 2.0))
+        fine = _colour_gradient(channels)
+        coarse = _colour_gradient(cv2.split(cv2.GaussianBlur(lab, (0, 0), 2.0)))
         noise = float(np.percentile(fine[backdrop_sample], 90)) if backdrop_sample.any() else 0.0
         strong_step = max(s.edge_threshold_de_per_px, s.edge_noise_factor * noise)
         # Hysteresis, as in Canny: weaker steps count where they continue a strong one (a hem over its shadow).
         weak = (fine > 0.5 * strong_step) & (fine > s.edge_sharpness * coarse)
         # JPEG ringing and block noise are faint wiggles near a strong edge: too small a step to start an outline.
         weak &= fine >= s.ringing_ratio * cv2.dilate(fine, _disc(4))
-        strong = weak & (fine > strong_step) & (_local_range(lab, radius=2) >= s.edge_min_step_de)
+        strong = weak & (fine > strong_step) & (_local_range(channels, radius=2) >= s.edge_min_step_de)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(weak.astype(np.uint8), connectivity=8)
         keep = np.zeros(count, bool)
         keep[labels[strong]] = True
@@ -164,19 +169,27 @@ class BackdropKeyer:
         return cv2.dilate(keep[labels].astype(np.uint8), _disc(1)).astype(bool)
 
     def _background(
-        self, lab: np.ndarray, backdrop_lab: np.ndarray, opaque: np.ndarray, edges: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pixels like the backdrop (or a shadow on it), connected to the frame without crossing an edge."""
+        self,
+        lab: Sequence[np.ndarray],
+        backdrop_lab: Sequence[np.ndarray],
+        distance: np.ndarray,
+        opaque: np.ndarray,
+        edges: np.ndarray,
+    ) -> np.ndarray:
+        """Pixels like the backdrop (or a shadow on it), connected to the frame without crossing an edge.
+
+        `lab` and `backdrop_lab` are L*, a*, b* planes; `distance` is the ΔE between them.
+        """
         s = self.settings
-        difference = lab - backdrop_lab
-        distance = np.sqrt(np.einsum("hwc,hwc->hw", difference, difference))
+        lightness, red_green, yellow_blue = lab
         # A shadow only scales lightness: with L* ~ cube root, (L*+16) and a*, b* scale by the same factor.
-        darkening = (lab[..., 0] + 16.0) / (backdrop_lab[..., 0] + 16.0)
-        relit = lab[..., 1:] / darkening[..., np.newaxis] - backdrop_lab[..., 1:]
+        darkening = (lightness + 16.0) / (backdrop_lab[0] + 16.0)
+        relit_a = red_green / darkening - backdrop_lab[1]
+        relit_b = yellow_blue / darkening - backdrop_lab[2]
         shadow = (
             (darkening < 1.0)
             & (darkening >= 1.0 - s.shadow_max_darkening)
-            & (np.sqrt(np.einsum("hwc,hwc->hw", relit, relit)) < s.shadow_chroma_tolerance_de)
+            & (np.sqrt(relit_a * relit_a + relit_b * relit_b) < s.shadow_chroma_tolerance_de)
         )
         like_backdrop = (distance < s.backdrop_tolerance_de) | shadow | ~opaque
         # Opening cuts passages a few px wide, so the fill cannot slip into a look-alike product where two of
@@ -203,7 +216,7 @@ class BackdropKeyer:
             moat = touching & (thickness <= s.max_moat_px)
             moat[0] = False
             background |= moat[labels]
-        return background, distance
+        return background
 
     def _clean(self, product: np.ndarray) -> np.ndarray:
         """Drop specks and thin spurs, close pinholes, fill holes that do not reach the frame."""
@@ -370,21 +383,32 @@ def _matmul(first: np.ndarray, second: np.ndarray, transpose_first: bool = False
     return np.asarray(cv2.gemm(first, second, 1.0, np.empty((0, 0), first.dtype), 0.0, flags=flags))
 
 
-def _colour_gradient(lab: np.ndarray) -> np.ndarray:
-    """Gradient magnitude of a CIELAB image, in ΔE per pixel."""
-    squared = np.zeros(lab.shape[:2], np.float32)
-    for channel in range(3):
-        squared += cv2.Sobel(lab[..., channel], cv2.CV_32F, 1, 0, ksize=3) ** 2
-        squared += cv2.Sobel(lab[..., channel], cv2.CV_32F, 0, 1, ksize=3) ** 2
+def _delta_e(lab: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> np.ndarray:
+    """CIE76 ΔE between two images given as L*, a*, b* planes."""
+    squared = np.zeros(lab[0].shape, np.float32)
+    for mine, theirs in zip(lab, other, strict=True):
+        difference = mine - theirs
+        squared += difference * difference
+    return np.sqrt(squared)
+
+
+def _colour_gradient(lab: Sequence[np.ndarray]) -> np.ndarray:
+    """Gradient magnitude of a CIELAB image (given as L*, a*, b* planes), in ΔE per pixel."""
+    squared = np.zeros(lab[0].shape, np.float32)
+    for plane in lab:
+        for dx, dy in ((1, 0), (0, 1)):
+            step = cv2.Sobel(plane, cv2.CV_32F, dx, dy, ksize=3)
+            squared += step * step
     return np.sqrt(squared) / 8.0
 
 
-def _local_range(lab: np.ndarray, radius: int) -> np.ndarray:
-    """Spread of colours (ΔE between per-channel max and min) in a disc around each pixel."""
-    squared = np.zeros(lab.shape[:2], np.float32)
-    for channel in range(3):
-        disc = _disc(radius)
-        squared += (cv2.dilate(lab[..., channel], disc) - cv2.erode(lab[..., channel], disc)) ** 2
+def _local_range(lab: Sequence[np.ndarray], radius: int) -> np.ndarray:
+    """Spread of colours (ΔE between per-channel max and min) in a disc around each pixel; L*, a*, b* planes."""
+    squared = np.zeros(lab[0].shape, np.float32)
+    disc = _disc(radius)
+    for plane in lab:
+        spread = cv2.dilate(plane, disc) - cv2.erode(plane, disc)
+        squared += spread * spread
     return np.sqrt(squared)
 
 
