@@ -395,6 +395,11 @@ def render_caption(template: str, sku: str, sidecar: ProductSidecar | None, trig
     return ", ".join(parts)
 
 
+def with_description(caption: str, described: str) -> str:
+    """The template's caption, then what a captioning model saw (on one line, without its stray spaces)."""
+    return ", ".join(part for part in (caption, " ".join(described.split())) if part)
+
+
 def read_caption_file(path: Path) -> str:
     """A caption `.txt` the user may have edited: UTF-8 (a BOM is fine), or a DatasetRefusedError naming the file."""
     try:
@@ -564,8 +569,7 @@ def _dataset_photo(
     else:
         caption = render_caption(options.caption_template, candidate.sku, candidate.sidecar, options.trigger_token)
         if captioner is not None:
-            described = " ".join(captioner(photo.image.convert("RGB")).split())
-            caption = ", ".join(part for part in (caption, described) if part)
+            caption = with_description(caption, captioner(photo.image.convert("RGB")))
     return DatasetPhoto(
         verdict=PhotoVerdict.KEPT,
         bucket=plan_bucket(photo.image.width, photo.image.height, options.gates.bucket_resolution),
