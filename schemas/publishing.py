@@ -60,3 +60,8 @@ class ShopifyPublishResult(Contract):
 
     def count(self, status: ShopifyMediaStatus) -> int:
         return sum(result.status is status for result in self.media)
+
+    def not_on_store(self) -> tuple[ShopifyMediaResult, ...]:
+        """The images that ended in a failure state (each with its reason)."""
+        on_store = (ShopifyMediaStatus.ATTACHED, ShopifyMediaStatus.ALREADY_ATTACHED)
+        return tuple(result for result in self.media if result.status not in on_store)

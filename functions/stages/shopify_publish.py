@@ -96,6 +96,11 @@ def media_file_name(product_handle: str, item: ReviewItem, data: bytes) -> str:
     return f"{safe_name(product_handle)[:80]}-{item.job_kind}-cip{content_token(data)}{suffix}"
 
 
+def is_our_media_url(url: str) -> bool:
+    """True for an image we published (our file name): intake must not take it in as a product photo again."""
+    return _OURS.search(url) is not None
+
+
 def _ours(media: Mapping[str, Any]) -> tuple[str, str] | None:
     """(kind, token) when the media is one of ours, recognised by its file name; None for the merchant's."""
     url = ((media.get("image") or {}).get("url")) or ""

@@ -154,3 +154,33 @@ def test_a_webhook_product_round_trips_to_the_store_once(shop, tmp_path):
     assert "1 already_attached" in again
     lines = [json.loads(line) for line in (results / "shopify" / "published.jsonl").read_text().splitlines()]
     assert [line["status"] for line in lines] == ["attached", "already_attached"]
+
+
+def test_sync_backfills_existing_products_without_our_own_media(shop, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from functions.local.cli import app
+    from tests.functional.test_shopify_publish import Run, client
+
+    store, product = shop
+    # Given an existing product that already shows one image we published, and a product id that is not there
+    Run("linen-shirt", kinds=("lifestyle",)).publish(client(store))
+    assert len(product.media) == 2
+    out = tmp_path / "shop"
+    monkeypatch.setenv("SHOPIFY_ADMIN_TOKEN", store.token)
+    command = ["shopify", "sync", "--products", f"{product.id.rsplit('/', 1)[1]},no-such-handle", "--shop", store.url]
+    command += ["--out", str(out), "--brand", "acme", "--allow-image-host", store.url.removeprefix("http://")]
+
+    # When `catalog shopify sync` runs, twice
+    first = CliRunner().invoke(app, command)
+    again = CliRunner().invoke(app, command)
+
+    # Then the merchant's photo was taken in once, with its sidecar, and our published image was not
+    folder = out / "incoming" / "acme" / "linen-shirt"
+    assert [p.suffix for p in folder.glob("*.jpg")] == [".jpg"]
+    sidecar = json.loads((folder / "product.json").read_text())
+    assert sidecar["sku"] == "linen-shirt" and sidecar["title"] == "Linen shirt" and sidecar["colour"] == "Red"
+    # And the missing product is reported by name, which makes the exit status 1
+    assert first.exit_code == 1 and "product_not_found" in first.output and "no-such-handle" in first.output
+    assert again.exit_code == 1 and len(list(folder.glob("*.jpg"))) == 1
+    assert store.token not in first.output

@@ -32,6 +32,7 @@ SCHEMA = build_schema(
     """
     scalar URL
     scalar UnsignedInt64
+    scalar DateTime
     enum MediaContentType { EXTERNAL_VIDEO IMAGE MODEL_3D VIDEO }
     enum MediaStatus { FAILED PROCESSING READY UPLOADED }
     enum StagedUploadTargetGenerateUploadResource { BULK_MUTATION_VARIABLES COLLECTION_IMAGE FILE IMAGE MODEL_3D
@@ -44,7 +45,17 @@ SCHEMA = build_schema(
       id: ID! alt: String mediaContentType: MediaContentType! status: MediaStatus! image: Image
     }
     type MediaConnection { nodes: [Media!]! }
-    type Product { id: ID! handle: String! title: String! media(first: Int, last: Int): MediaConnection! }
+    type SelectedOption { name: String! value: String! }
+    type ProductVariant {
+      id: ID! legacyResourceId: UnsignedInt64! sku: String position: Int! selectedOptions: [SelectedOption!]!
+    }
+    type ProductVariantConnection { nodes: [ProductVariant!]! }
+    type ProductOption { id: ID! name: String! position: Int! values: [String!]! }
+    type Product {
+      id: ID! legacyResourceId: UnsignedInt64! handle: String! title: String! productType: String! tags: [String!]!
+      updatedAt: DateTime! options(first: Int): [ProductOption!]! variants(first: Int): ProductVariantConnection!
+      media(first: Int, last: Int): MediaConnection!
+    }
     type ProductConnection { nodes: [Product!]! }
     input ProductIdentifierInput { id: ID handle: String }
     type Query {
@@ -208,10 +219,26 @@ class FakeShopifyStore:
         if product is None:
             return None
         media = list(product.media)
+        numeric = product.id.rsplit("/", 1)[1]
+        variant = {
+            "id": f"gid://shopify/ProductVariant/{numeric}0",
+            "legacyResourceId": f"{numeric}0",
+            "sku": product.sku,
+            "position": 1,
+            "selectedOptions": [{"name": "Color", "value": "Red"}],
+        }
         return {
             "id": product.id,
+            "legacyResourceId": numeric,
             "handle": product.handle,
             "title": product.title,
+            "productType": "Shirts",
+            "tags": ["linen", "collection:Summer"],
+            "updatedAt": "2026-11-30T17:00:00Z",
+            "options": [
+                {"id": f"gid://shopify/ProductOption/{numeric}", "name": "Color", "position": 1, "values": ["Red"]}
+            ],
+            "variants": {"nodes": [variant]},
             "media": lambda info, first=None, last=None: {"nodes": media[:first] if first else media[-(last or 0) :]},
         }
 

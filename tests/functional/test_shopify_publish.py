@@ -233,9 +233,16 @@ def test_rejected_images_are_never_published(store):
 
 
 def test_a_wrong_token_is_refused_without_the_token_in_the_error(store):
+    # Given a token the store does not know
+    admin = ShopifyAdminClient(store.url, "shpat_wrong_secret")
     with pytest.raises(ShopifyRefusedError, match="HTTP 401") as refused:
-        Run("tee", kinds=("packshot",)).publish(ShopifyAdminClient(store.url, "shpat_wrong_secret"))
-    assert "shpat_wrong_secret" not in str(refused.value)
+        admin.execute("query { products(first: 1) { nodes { id } } }")
+    # When a publish uses it
+    result = Run("tee", kinds=("packshot",)).publish(admin)
+    # Then each image ends `shopify_unavailable`, saying why, and the token appears nowhere
+    assert [m.status for m in result.media] == [ShopifyMediaStatus.SHOPIFY_UNAVAILABLE]
+    assert "refused the Admin access token (HTTP 401)" in result.media[0].errors[0]
+    assert "shpat_wrong_secret" not in str(refused.value) + result.model_dump_json()
 
 
 @pytest.mark.parametrize("store_name", ["acme", "http://evil.example.com", "acme.myshopify.com/../x"])
@@ -243,3 +250,77 @@ def test_only_myshopify_domains_or_loopback_are_stores(store_name):
     with pytest.raises(ValueError, match=r"myshopify\.com"):
         admin_base_url(store_name)
     assert admin_base_url("acme.myshopify.com") == "https://acme.myshopify.com"
+
+
+# -- the publish Lambda: the output bucket first, then the store named by the Admin token secret -------------------
+
+
+@pytest.fixture
+def publish_lambda(monkeypatch, store):
+    """The publish handler under moto, with the Admin token secret naming the fake store and a brand store."""
+    import json
+
+    import boto3
+
+    from functions.adapters.aws import shopify_admin
+    from functions.handlers import publish
+    from tests.functional import test_publish_handler as handler_tests
+
+    shopify_admin._cache.clear()
+    fixture = handler_tests.s3.__wrapped__(monkeypatch)  # type: ignore[attr-defined]  # the plain generator
+    s3 = next(fixture)
+    secrets = boto3.client("secretsmanager", region_name=handler_tests.REGION)
+    secret = {"shop": store.url, "access_token": store.token}
+    arn = secrets.create_secret(Name="shopify-admin", SecretString=json.dumps(secret))["ARN"]
+    s3.create_bucket(Bucket="catalog-brands")
+    s3.put_object(Bucket="catalog-brands", Key="brands/acme/publishing.json", Body=b'{"ai_disclosure": true}')
+    monkeypatch.setenv("SHOPIFY_ADMIN_SECRET_ID", arn)
+    monkeypatch.setenv("BRANDS_URI", "s3://catalog-brands/brands/")
+    publish.settings.load.cache_clear()
+    publish.client.cache_clear()
+    yield s3, secrets, arn, handler_tests
+    shopify_admin._cache.clear()
+    next(fixture, None)
+
+
+def test_the_publish_lambda_puts_approved_images_on_the_product_once(publish_lambda, store):
+    from functions.handlers import publish
+
+    s3, _, _, handler_tests = publish_lambda
+    # Given an approved packshot and lifestyle image of SKU-1, whose product is in the connected store
+    product = store.add_product("SKU-1", "Linen shirt", merchant_images=1)
+    packshot = handler_tests.packshot_item(s3, image((200, 30, 30)))
+    scene = handler_tests.scene_item(s3, image((30, 200, 30)))
+    payload = handler_tests.event([packshot, scene], [handler_tests.approve(packshot), handler_tests.approve(scene)])
+
+    # When the publish task runs, and is retried
+    first = publish.lambda_handler(payload, handler_tests.FakeContext())
+    again = publish.lambda_handler(payload, handler_tests.FakeContext())
+
+    # Then the bucket has the marked files, and the product shows each image once, with the brand's alt text
+    assert b"algorithmicallyEnhanced" in handler_tests.body(s3, "approved/acme/SKU-1/front.packshot.jpg")
+    assert [m["status"] for m in first["shopify"]["media"]] == ["attached", "attached"]
+    assert [m["status"] for m in again["shopify"]["media"]] == ["already_attached", "already_attached"]
+    assert len(product.media) == 3
+    assert [m["alt"] for m in product.media[1:]] == ["Linen shirt", "Linen shirt (AI-generated image)"]
+    assert first["published_count"] == 2 and len(again["already_published"]) == 2
+
+
+def test_no_shop_in_the_secret_means_no_store_and_a_deleted_product_is_terminal(publish_lambda, store):
+    from functions.adapters.aws import shopify_admin
+    from functions.handlers import publish
+
+    s3, secrets, arn, handler_tests = publish_lambda
+    packshot = handler_tests.packshot_item(s3, image((200, 30, 30)))
+    payload = handler_tests.event([packshot], [handler_tests.approve(packshot)])
+    # Given no product SKU-1 in the store (deleted since the webhook)
+    # When the task runs, Then the image is in the bucket and `product_not_found` for the store, with the reason
+    answer = publish.lambda_handler(payload, handler_tests.FakeContext())
+    assert answer["published_count"] == 1
+    assert [(m["status"], m["product"]) for m in answer["shopify"]["media"]] == [("product_not_found", "SKU-1")]
+
+    # Given the operator has not named a shop in the secret yet (the deploy's placeholder)
+    secrets.put_secret_value(SecretId=arn, SecretString='{"shop": "", "access_token": "placeholder"}')
+    shopify_admin._cache.clear()
+    # Then publishing stops at the bucket, and the answer has no store part
+    assert "shopify" not in publish.lambda_handler(payload, handler_tests.FakeContext())
