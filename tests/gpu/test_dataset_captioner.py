@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from functions.errors import ConfigurationError
 from functions.local.synthetic_photos import render_product_photo
 from functions.stages.dataset import load_captioner, with_description
 
@@ -38,3 +39,11 @@ def test_a_local_blip_folder_loads_offline_and_describes_a_photo_in_its_own_word
     # Then it answers with words only that model knows, which follow the template's caption
     assert described and set(described.split()) <= set(words)
     assert with_description("sks, Slip dress", f"  {described}\n") == f"sks, Slip dress, {described}"
+
+
+def test_a_folder_that_is_not_a_captioning_model_is_refused_before_any_work(tmp_path):
+    pytest.importorskip("transformers")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    with pytest.raises(ConfigurationError, match="is not a BLIP captioning model folder"):
+        load_captioner(tmp_path / "notes")
