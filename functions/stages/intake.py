@@ -288,9 +288,10 @@ def normalise_image(data: bytes, filename: str, limits: IntakeLimits = IntakeLim
     try:
         image = _apply_orientation(source, notes)
         image = _to_srgb_8bit(image, source.info.get("icc_profile"), notes)
-        # A plain Image, never the file object, whose cached EXIF would still carry GPS and the like.
+        # A plain Image, never the file object, whose cached EXIF would still carry GPS and the like. It shares
+        # the decoded pixels (decoded once; a 24 MP copy would cost as much as a stage).
         if image is source:
-            image = source.copy()
+            image = source._new(source.im)
     finally:
         source.close()
     image.info = {}  # no EXIF, XMP, GPS or ICC travels on
