@@ -259,7 +259,7 @@ def _shot(record: CellRecord | None, seed: int) -> str:
     seed_note = "" if record.seed_honoured else " (no seed API)"
     return (
         f'<div class="shot" data-status="ok"><img src="{_e(record.image)}" data-full="{_e(record.image)}" '
-        f'alt="{_e(alt)}" loading="lazy"><div class="m">seed {seed}{seed_note}<br>{"<br>".join(_e(x) for x in lines)}'
+        f'alt="{_e(alt)}"><div class="m">seed {seed}{seed_note}<br>{"<br>".join(_e(x) for x in lines)}'
         f"</div>{flags}{warnings}</div>"
     )
 
@@ -309,7 +309,7 @@ def render_html(plan: GridPlan, engines: Sequence[str], records: Sequence[CellRe
 <html lang="en"><head><meta charset="utf-8"><title>Comparison: {_e(summary["brand"])}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>
 <h1>Comparison: {_e(summary["brand"])}</h1>
-<p>{len(plan.prompts)} prompts × {len(plan.products)} products × {len(plan.seeds)} seeds
+<p>{_count(len(plan.prompts), "prompt")} × {_count(len(plan.products), "product")} × {_count(len(plan.seeds), "seed")}
 ({", ".join(str(seed) for seed in plan.seeds)}) at {plan.size} px; the same seeds across every row.
 Click an image to enlarge it. ⚑ = a flag the automatic checks give a reviewer; △ = a metric past its limit.</p>
 <h2>Engines</h2>
@@ -343,3 +343,7 @@ def _learning_loop_html(loop: dict[str, Any] | None) -> str:
         "own prompts and seeds; a case is still flagged when the automatic checks or a metric limit flag it.</p>"
         f'<table id="learning-loop"><tr><th>reason</th><th>cases</th>{head}</tr>{rows}</table>'
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
