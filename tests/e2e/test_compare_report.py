@@ -1,5 +1,5 @@
-"""`catalog compare --models tiny` end to end: our recipe (base, a trained version, ControlNet canny), an OpenAI-compatible
-fake and a Bedrock fake on 2 prompts x 1 product x 2 seeds; the three files it writes, and the report in Chromium.
+"""`catalog compare --models tiny` end to end: our recipe (base, a trained version, ControlNet canny), an
+OpenAI-compatible fake and a Bedrock fake on 2 prompts x 1 product x 2 seeds; the three files, the report in Chromium.
 
 Needs `/usr/bin/chromium` for the browser part (skips cleanly without it).
 """
