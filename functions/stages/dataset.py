@@ -9,6 +9,7 @@ in whole, so a check that is killed leaves the previous dataset as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -109,6 +110,15 @@ class AssessedPhoto:
     phash: imagehash.ImageHash | None = None
     sharpness: float = 0.0
     duplicate_group: str | None = None
+    width: int | None = None
+    height: int | None = None
+    has_mask: bool = False
+    described: str | None = None  # what the captioning model saw, when one is configured
+
+    def release_pixels(self) -> None:
+        """Drop the image and mask once they are written: a 24 MP photo is 72 MB in memory, and a set holds dozens."""
+        self.image = None
+        self.mask = None
 
     @property
     def refused(self) -> bool:
@@ -204,6 +214,7 @@ def assess_photo(
         photo.add(error.code, error.message)
         return photo
     photo.image = image
+    photo.width, photo.height = image.size
     photo.pixels_sha256 = hashlib.sha256(image.tobytes()).hexdigest()
     photo.phash = imagehash.phash(image.convert("RGB"))
 
@@ -220,6 +231,7 @@ def assess_photo(
     try:
         result = remover.remove(image)
         photo.mask = result.mask
+        photo.has_mask = True
     except CatalogError as error:
         photo.add("no_product", f"{name}: {error.message}.")
 
@@ -294,8 +306,7 @@ def photo_ids(candidates: Sequence[CandidatePhoto]) -> list[str]:
 
 def _quality_rank(photo: AssessedPhoto) -> tuple[int, int, float]:
     """Which of a duplicate group is kept: a photo that passes its gates, then the larger, then the sharper."""
-    assert photo.image is not None
-    return (0 if photo.refused else 1, photo.image.width * photo.image.height, photo.sharpness)
+    return (0 if photo.refused else 1, (photo.width or 0) * (photo.height or 0), photo.sharpness)
 
 
 def mark_duplicates(photos: Sequence[AssessedPhoto], max_distance: int) -> list[list[AssessedPhoto]]:
@@ -493,64 +504,95 @@ def check_dataset(
     """Run every gate over the candidates and, unless refused, replace `out_dir` with the new dataset in one swap."""
     gates = options.gates
     check_caption_template(options.caption_template)
-    if out_dir.parent.is_dir():
-        recover_interrupted_swap(out_dir.absolute())
+    out_dir = out_dir.absolute()
+    parent_was_there = out_dir.parent.is_dir()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_swap(out_dir)
     edits = PreviousDataset.read(out_dir).edited_captions()
+    staging = _fresh_staging(out_dir)
+    try:
+        # 1. every photo through intake, mask and the single-photo gates; its files are staged as it goes
+        assessed = []
+        for candidate, photo_id in zip(candidates, photo_ids(candidates), strict=True):
+            photo = assess_photo(candidate, photo_id, gates, remover, options.limits)
+            _stage_photo(photo, staging, None if photo_id in edits else captioner)
+            assessed.append(photo)
 
-    # 1. every photo through intake, mask and the single-photo gates
-    ids = photo_ids(candidates)
-    assessed = []
-    for candidate, photo_id in zip(candidates, ids, strict=True):
-        photo = assess_photo(candidate, photo_id, gates, remover, options.limits)
-        assessed.append(photo)
+        # 2. duplicates across the set, then buckets and captions for what is kept
+        groups = mark_duplicates(assessed, gates.duplicate_distance)
+        photos: list[DatasetPhoto] = []
+        for photo in assessed:
+            photos.append(_dataset_photo(photo, options, edits.get(photo.id)))
+            if on_photo:
+                on_photo(photos[-1])
 
-    # 2. duplicates across the set, then buckets and captions for what is kept
-    groups = mark_duplicates(assessed, gates.duplicate_distance)
-    photos: list[DatasetPhoto] = []
-    for photo in assessed:
-        photos.append(_dataset_photo(photo, options, edits.get(photo.id), captioner))
-        if on_photo:
-            on_photo(photos[-1])
+        # 3. the count gate
+        kept = [p for p in photos if p.verdict is PhotoVerdict.KEPT]
+        notes = list(warnings)
+        refusal = None
+        if len(kept) < gates.refuse_below:
+            refusal = (
+                f"only {len(kept)} of {len(photos)} photos passed the gates; a dataset needs at least "
+                f"{gates.refuse_below}. Nothing was written; the reasons are listed per photo."
+            )
+        elif len(kept) < gates.warn_below:
+            notes.append(f"only {len(kept)} photos kept; {gates.warn_below} or more train a more faithful adapter.")
+        buckets: dict[str, int] = {}
+        for photo_record in kept:
+            assert photo_record.bucket is not None
+            key = f"{photo_record.bucket[0]}x{photo_record.bucket[1]}"
+            buckets[key] = buckets.get(key, 0) + 1
 
-    # 3. the count gate
-    kept = [p for p in photos if p.verdict is PhotoVerdict.KEPT]
-    notes = list(warnings)
-    refusal = None
-    if len(kept) < gates.refuse_below:
-        refusal = (
-            f"only {len(kept)} of {len(photos)} photos passed the gates; a dataset needs at least "
-            f"{gates.refuse_below}. Nothing was written; the reasons are listed per photo."
+        manifest = DatasetManifest(
+            brand=options.brand,
+            trigger_token=options.trigger_token,
+            created_at=datetime.now(UTC),
+            min_side=gates.min_side,
+            photos=tuple(photos),
+            buckets=dict(sorted(buckets.items())),
+            failure_cases=tuple(failure_cases),
+            warnings=tuple(notes),
         )
-    elif len(kept) < gates.warn_below:
-        notes.append(f"only {len(kept)} photos kept; {gates.warn_below} or more train a more faithful adapter.")
-    buckets: dict[str, int] = {}
-    for photo_record in kept:
-        assert photo_record.bucket is not None
-        key = f"{photo_record.bucket[0]}x{photo_record.bucket[1]}"
-        buckets[key] = buckets.get(key, 0) + 1
+        duplicate_ids = tuple(tuple(p.id for p in group) for group in groups)
+        if refusal is not None:
+            shutil.rmtree(staging)
+            if not parent_was_there:
+                with contextlib.suppress(OSError):
+                    out_dir.parent.rmdir()
+            return DatasetCheck(manifest, duplicate_ids, written=False, refusal=refusal)
 
-    manifest = DatasetManifest(
-        brand=options.brand,
-        trigger_token=options.trigger_token,
-        created_at=datetime.now(UTC),
-        min_side=gates.min_side,
-        photos=tuple(photos),
-        buckets=dict(sorted(buckets.items())),
-        failure_cases=tuple(failure_cases),
-        warnings=tuple(notes),
-    )
-    duplicate_ids = tuple(tuple(p.id for p in group) for group in groups)
-    if refusal is not None:
-        return DatasetCheck(manifest, duplicate_ids, written=False, refusal=refusal)
-
-    # 4. write aside, then swap in whole
-    manifest = _write_dataset(out_dir, manifest, assessed, write_report)
+        # 4. captions and dataset.json into the staged folder, then swap it in whole
+        manifest = _finish_dataset(staging, manifest, write_report)
+        _swap_in(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return DatasetCheck(manifest, duplicate_ids, written=True)
 
 
-def _dataset_photo(
-    photo: AssessedPhoto, options: CheckOptions, edited: str | None, captioner: Captioner | None
-) -> DatasetPhoto:
+def _fresh_staging(out_dir: Path) -> Path:
+    """The folder the new dataset is built in: beside `out_dir` (same file system, so the swap is a rename)."""
+    staging = out_dir.parent / f".{out_dir.name}.check-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    for folder in (IMAGES_DIR, MASKS_DIR, THUMBS_DIR):
+        (staging / folder).mkdir(parents=True)
+    return staging
+
+
+def _stage_photo(photo: AssessedPhoto, staging: Path, captioner: Captioner | None) -> None:
+    """Write what the photo contributes (thumbnail; image and mask while it passes), then let its pixels go."""
+    if photo.image is not None:
+        (staging / THUMBS_DIR / f"{photo.id}.jpg").write_bytes(_thumbnail(photo.image))
+        if not photo.refused and photo.mask is not None:
+            (staging / IMAGES_DIR / f"{photo.id}.png").write_bytes(_png(photo.image))
+            (staging / MASKS_DIR / f"{photo.id}.png").write_bytes(_png(photo.mask))
+            if captioner is not None:
+                photo.described = captioner(photo.image.convert("RGB"))
+    photo.release_pixels()
+
+
+def _dataset_photo(photo: AssessedPhoto, options: CheckOptions, edited: str | None) -> DatasetPhoto:
     candidate = photo.candidate
     common = {
         "id": photo.id,
@@ -558,21 +600,21 @@ def _dataset_photo(
         "origin": candidate.origin,
         "findings": tuple(photo.findings),
         "sha256": photo.sha256,
-        "width": photo.image.width if photo.image else None,
-        "height": photo.image.height if photo.image else None,
+        "width": photo.width,
+        "height": photo.height,
         "duplicate_group": photo.duplicate_group,
     }
-    if photo.refused or photo.image is None or photo.mask is None:
+    if photo.refused or not photo.has_mask or photo.width is None or photo.height is None:
         return DatasetPhoto(verdict=PhotoVerdict.REFUSED, **common)
     if edited is not None:
         caption = edited
     else:
         caption = render_caption(options.caption_template, candidate.sku, candidate.sidecar, options.trigger_token)
-        if captioner is not None:
-            caption = with_description(caption, captioner(photo.image.convert("RGB")))
+        if photo.described is not None:
+            caption = with_description(caption, photo.described)
     return DatasetPhoto(
         verdict=PhotoVerdict.KEPT,
-        bucket=plan_bucket(photo.image.width, photo.image.height, options.gates.bucket_resolution),
+        bucket=plan_bucket(photo.width, photo.height, options.gates.bucket_resolution),
         image_file=f"{IMAGES_DIR}/{photo.id}.png",
         caption_file=f"{IMAGES_DIR}/{photo.id}.txt",
         mask_file=f"{MASKS_DIR}/{photo.id}.png",
@@ -596,48 +638,26 @@ def _thumbnail(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _write_dataset(
-    out_dir: Path,
-    manifest: DatasetManifest,
-    assessed: Sequence[AssessedPhoto],
-    write_report: Callable[[DatasetManifest, Path], object] | None,
+def _finish_dataset(
+    staging: Path, manifest: DatasetManifest, write_report: Callable[[DatasetManifest, Path], object] | None
 ) -> DatasetManifest:
-    """Build the folder beside `out_dir`, then swap it in; the previous one stays whole until the swap."""
-    out_dir = out_dir.absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    recover_interrupted_swap(out_dir)
-    staging = out_dir.parent / f".{out_dir.name}.check-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        (staging / IMAGES_DIR).mkdir(parents=True)
-        (staging / MASKS_DIR).mkdir()
-        (staging / THUMBS_DIR).mkdir()
-        by_id = {photo.id: photo for photo in assessed}
-        digest = hashlib.sha256()
-        for record in sorted(manifest.photos, key=lambda p: p.id):
-            photo = by_id[record.id]
-            if photo.image is not None:
-                (staging / THUMBS_DIR / f"{record.id}.jpg").write_bytes(_thumbnail(photo.image))
-            if record.verdict is not PhotoVerdict.KEPT:
-                continue
-            assert record.image_file and record.mask_file and record.caption_file and photo.mask is not None
-            image_bytes = _png(photo.image) if photo.image is not None else b""
-            caption_bytes = ((record.caption or "") + "\n").encode("utf-8")
-            (staging / record.image_file).write_bytes(image_bytes)
-            (staging / record.mask_file).write_bytes(_png(photo.mask))
-            (staging / record.caption_file).write_bytes(caption_bytes)
-            digest.update(record.id.encode() + b"\0" + hashlib.sha256(image_bytes).digest())
-            digest.update(hashlib.sha256(caption_bytes).digest())
-        manifest = manifest.model_copy(update={"dataset_sha256": digest.hexdigest()})
-        (staging / DATASET_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        if write_report is not None:
-            write_report(manifest, staging)
-        _fsync_tree(staging)
-        _swap_in(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    """Drop the staged files of photos refused after staging (duplicates), write captions, dataset.json, report."""
+    digest = hashlib.sha256()
+    for record in sorted(manifest.photos, key=lambda p: p.id):
+        if record.verdict is not PhotoVerdict.KEPT:
+            for folder in (IMAGES_DIR, MASKS_DIR):
+                (staging / folder / f"{record.id}.png").unlink(missing_ok=True)
+            continue
+        assert record.image_file and record.caption_file
+        caption_bytes = ((record.caption or "") + "\n").encode("utf-8")
+        (staging / record.caption_file).write_bytes(caption_bytes)
+        image_digest = hashlib.sha256((staging / record.image_file).read_bytes()).digest()
+        digest.update(record.id.encode() + b"\0" + image_digest + hashlib.sha256(caption_bytes).digest())
+    manifest = manifest.model_copy(update={"dataset_sha256": digest.hexdigest()})
+    (staging / DATASET_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if write_report is not None:
+        write_report(manifest, staging)
+    _fsync_tree(staging)
     return manifest
 
 

@@ -114,6 +114,10 @@ def test_every_photo_gets_a_verdict_and_a_reason_and_the_kept_ones_are_written(c
         caption = (out / photo["caption_file"]).read_text(encoding="utf-8").strip()
         assert caption == photo["caption"] and caption.startswith("sks")
         assert photo["bucket"][0] <= 240 and photo["bucket"][1] <= 320
+    # And nothing of a refused photo (the dropped copy among them) is left among the training files
+    expected = {f"{p['id']}{suffix}" for p in kept for suffix in (".png", ".txt")}
+    assert {path.name for path in (out / "images").iterdir()} == expected
+    assert {path.name for path in (out / "masks").iterdir()} == {f"{p['id']}.png" for p in kept}
     dress = next(p for p in kept if p["source"] == "DRESS-SAGE-004/front.jpg")
     assert dress["caption"] == "sks, Slip dress, sage green dresses"
     assert sum(dataset["buckets"].values()) == 9 and dataset["dataset_sha256"]
