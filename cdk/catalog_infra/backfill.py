@@ -128,6 +128,23 @@ class Backfill(Construct):
         pace = sfn.Wait(self, f"Pace{suffix}", time=sfn.WaitTime.seconds_path("$.wait_seconds"))
         return start.next(pace)
 
+    def _build_defaults(self) -> sfn.Chain:
+        """The run's input over the deployment's defaults: `catalog backfill --max-concurrency N` may lower (or
+        raise) the bound for one run; without it, the bound sized for the endpoint applies."""
+        defaults = sfn.Pass(
+            self,
+            "Defaults",
+            result=sfn.Result.from_object({"max_concurrency": self.max_concurrency}),
+            result_path="$.defaults",
+        )
+        merged = sfn.Pass(
+            self,
+            "RunSettings",
+            parameters={"run.$": "States.JsonMerge($.defaults, $$.Execution.Input, false)"},
+            output_path="$.run",
+        )
+        return defaults.next(merged)
+
     def _build_map(self, storage: Storage, construct_id: str, reader: sfn.IItemReader) -> sfn.DistributedMap:
         objects = sfn.DistributedMap(
             self,
@@ -137,7 +154,7 @@ class Backfill(Construct):
                 max_items_per_batch=ITEMS_PER_BATCH,
                 batch_input={"bucket": storage.intake.bucket_name, "brand.$": "$.brand"},
             ),
-            max_concurrency=self.max_concurrency,
+            max_concurrency_path="$.max_concurrency",  # the run's, else the deployment's (see _build_defaults)
             tolerated_failure_percentage=self.tolerated_failure_percent,
             map_execution_type=sfn.StateMachineType.STANDARD,
             result_writer=sfn.ResultWriter(bucket=storage.work, prefix=RESULTS_PREFIX),
@@ -157,7 +174,7 @@ class Backfill(Construct):
             "Inventory",
             sfn.S3ManifestItemReader(bucket=storage.intake, key=sfn.JsonPath.string_at("$.manifest_key")),
         )
-        source = (
+        source = self._build_defaults().next(
             sfn.Choice(self, "Source").when(sfn.Condition.is_present("$.manifest_key"), inventory).otherwise(listing)
         )
         log_group = logs.LogGroup(

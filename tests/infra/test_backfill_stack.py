@@ -39,7 +39,10 @@ def test_backfill_maps_a_listing_or_an_inventory_in_bounded_batches(synthesized)
     intake, _ = synthesized.one_named("AWS::S3::Bucket", "StorageIntake")
     work, _ = synthesized.one_named("AWS::S3::Bucket", "StorageWork")
 
-    # Then it chooses the inventory manifest when one is given, else the listing of the prefix
+    # Then the run's max_concurrency, if given, wins over the deployment's (maxInstances: 2 by default)
+    assert states["Defaults"]["Result"] == {"max_concurrency": 2}
+    assert states["RunSettings"]["Parameters"] == {"run.$": "States.JsonMerge($.defaults, $$.Execution.Input, false)"}
+    # And it chooses the inventory manifest when one is given, else the listing of the prefix
     assert states["Source"]["Choices"][0]["Variable"] == "$.manifest_key"
     listing, inventory = states["Listing"], states["Inventory"]
     assert listing["ItemReader"]["Resource"].endswith(":states:::s3:listObjectsV2")
@@ -47,9 +50,9 @@ def test_backfill_maps_a_listing_or_an_inventory_in_bounded_batches(synthesized)
     assert inventory["ItemReader"]["Resource"].endswith(":states:::s3:getObject")
     assert inventory["ItemReader"]["ReaderConfig"]["InputType"] == "MANIFEST"
     for state in (listing, inventory):
-        # Distributed, bounded by the endpoint's instances (maxInstances, 2 by default), batched, tolerant, recorded
+        # Distributed, bounded, batched, tolerant of a share of failed batches, results recorded
         assert state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
-        assert state["MaxConcurrency"] == 2
+        assert state["MaxConcurrencyPath"] == "$.max_concurrency"
         assert state["ItemBatcher"]["MaxItemsPerBatch"] == 10
         assert state["ItemBatcher"]["BatchInput"] == {"bucket": intake, "brand.$": "$.brand"}
         assert state["ToleratedFailurePercentage"] == 5

@@ -70,21 +70,20 @@ def _function_id(names: StackNames, reference: str) -> str:
 def _intake_consumer(stack: SynthesizedStack, names: StackNames) -> IntakeWiring:
     mappings = [names.resolve(r["Properties"]) for r in stack.resources("AWS::Lambda::EventSourceMapping").values()]
     queue_arns = {names.arns[logical_id]: logical_id for logical_id in stack.resources("AWS::SQS::Queue")}
-    consumers = [m for m in mappings if m.get("EventSourceArn") in queue_arns]
-    if len(consumers) != 1:
-        raise ValueError(f"expected one SQS event source mapping (intake), found {len(consumers)}")
-    mapping = consumers[0]
-    queue_id = queue_arns[mapping["EventSourceArn"]]
-    notifying = [
-        str(properties["BucketName"])
+    # The intake queue is the one a bucket notifies (other SQS consumers, e.g. Shopify's work queue, are not intake).
+    notified = {
+        str(queue.get("QueueArn")): str(properties["BucketName"])
         for properties in map(
             names.resolve, (r["Properties"] for r in stack.resources("Custom::S3BucketNotifications").values())
         )
         for queue in properties["NotificationConfiguration"].get("QueueConfigurations", ())
-        if queue.get("QueueArn") == names.arns[queue_id]
-    ]
-    if len(notifying) != 1:
-        raise ValueError(f"expected one bucket notifying the intake queue, found {notifying}")
+    }
+    consumers = [m for m in mappings if m.get("EventSourceArn") in queue_arns and m["EventSourceArn"] in notified]
+    if len(consumers) != 1:
+        raise ValueError(f"expected one SQS event source mapping on a notified queue (intake), found {len(consumers)}")
+    mapping = consumers[0]
+    queue_id = queue_arns[mapping["EventSourceArn"]]
+    notifying = [notified[names.arns[queue_id]]]
     return IntakeWiring(
         bucket=notifying[0],
         queue_url=names.refs[queue_id],

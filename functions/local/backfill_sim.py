@@ -1,0 +1,333 @@
+"""`catalog backfill --runtime aws-sim`: the bulk backfill on this machine, in the world `catalog run --runtime
+aws-sim` builds (moto, the synthesized stack, the real handlers in-process, the in-process GPU worker).
+
+moto 5.2's Step Functions engine cannot run the backfill's own state machine: its ASL grammar has no `ItemBatcher`,
+its ItemReader reads one ListObjectsV2 page (at most 1,000 keys, no continuation) and has no `MANIFEST` input. So
+the sim does what the Distributed Map does, with the template's own settings: it lists the prefix with a paginator,
+cuts the listing into batches of the map's `MaxItemsPerBatch` (items shaped as the ItemReader's: Key, ETag, Size,
+...), runs at most the map's `MaxConcurrency` batches at once through the real `backfill_batch` function, and waits
+what each batch asks (`wait_seconds`). Everything after that is the real flow: the per-image executions run the
+synthesized per-image state machine in moto.
+
+The world lives in memory, so it cannot outlive the command: what `--resume` does on AWS (a new run over what the
+ledger holds) is shown in one command with `stop_after_batches`: the backfill stops after that many batches (its
+started executions go on, as on AWS), then a second run over the same listing skips what the ledger holds.
+"""
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from functions.adapters.aws import settings as aws_settings
+from functions.errors import ConfigurationError
+from functions.local.aws_sim import SIM_STATE_DIR, _enter_sim_process, check_aws_sim_installed, run_overrides, sandbox
+from functions.local.aws_sim.deployment import Deployment, deploy
+from functions.local.aws_sim.driver import (
+    TERMINAL,
+    Execution,
+    FlowDriver,
+    bucket_and_prefix,
+    upload_brand_store,
+    upload_photos,
+)
+from functions.local.aws_sim.endpoint import GpuEndpoint
+from functions.local.aws_sim.lambdas import LambdaFunctions
+from functions.local.aws_sim.review import decide
+from functions.local.aws_sim.stack import REGION, StackNames, SynthesizedStack, synthesize, walk_states
+from functions.local.discovery import InputPhoto
+from functions.local.runner import RunSettings
+from functions.review.local_flow import ReviewMode, ReviewOptions
+from schemas import ExecutionInput, JobResult, ManifestEntry
+
+BATCH_HANDLER = "functions.handlers.backfill_batch.lambda_handler"
+INTAKE_ALIAS = "intake"  # s3://intake/... names the stack's intake bucket (its physical name is the stack's choice)
+POLL_SECONDS = 0.05
+
+
+@dataclass
+class BackfillCounts:
+    """What the CLI shows: every listed object is skipped, started, dropped or failed; `done` counts the started
+    images whose execution ended (published, rejected or failed)."""
+
+    listed: int = 0
+    skipped: int = 0
+    started: int = 0
+    dropped: int = 0
+    failed: int = 0
+    done: int = 0
+    batches: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.batches += 1
+        for name in ("listed", "skipped", "started", "dropped", "failed"):
+            setattr(self, name, getattr(self, name) + int(result[name]))
+        self.failures.extend((str(f["key"]), str(f["reason"])) for f in result.get("failures", ()))
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """The backfill map's own settings, read from the synthesized template."""
+
+    max_concurrency: int
+    items_per_batch: int
+    batch_function: str  # the batch function's logical id
+
+
+@dataclass
+class BackfillRun:
+    """One pass over the listing, and what the per-image flow made of it."""
+
+    counts: BackfillCounts
+    stopped: bool
+    seconds: float
+    state_transitions: int = 0  # of the per-image executions this pass started, from moto's execution history
+
+
+ShowCounts = Callable[[BackfillCounts], None]
+
+
+def map_settings(stack: SynthesizedStack, names: StackNames, routes: dict[str, str]) -> MapSettings:
+    """MaxConcurrency and MaxItemsPerBatch of the backfill's Distributed Map (the listing one), and its function."""
+    found = []
+    for machine in stack.resources("AWS::StepFunctions::StateMachine").values():
+        states = dict(walk_states(json.loads(str(names.resolve(machine["Properties"]["DefinitionString"])))))
+        for state in states.values():
+            if state.get("Type") == "Map" and state.get("ItemReader", {}).get("Resource", "").endswith("listObjectsV2"):
+                found.append((state, states))
+    functions = [logical_id for logical_id, handler in routes.items() if handler == BATCH_HANDLER]
+    if len(found) != 1 or len(functions) != 1:
+        raise ConfigurationError(
+            f"the stack has {len(found)} backfill listing maps and {len(functions)} backfill batch functions; "
+            "expected one of each (cdk/catalog_infra/backfill.py)"
+        )
+    ((listing, states),) = found
+    # MaxConcurrencyPath reads the run's input merged over the deployment's default (the `Defaults` state's Result).
+    max_concurrency = listing.get("MaxConcurrency") or states["Defaults"]["Result"]["max_concurrency"]
+    return MapSettings(
+        max_concurrency=int(max_concurrency),
+        items_per_batch=int(listing["ItemBatcher"]["MaxItemsPerBatch"]),
+        batch_function=functions[0],
+    )
+
+
+def listed_items(bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every object under the prefix, as the Distributed Map's ItemReader hands them over (JSON values)."""
+    paginator = boto3.client("s3", region_name=REGION).get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", ()):
+            yield {
+                "Key": entry["Key"],
+                "ETag": entry["ETag"],
+                "Size": entry["Size"],
+                "LastModified": entry["LastModified"].isoformat(),
+                "StorageClass": entry.get("StorageClass", "STANDARD"),
+            }
+
+
+def batches_of(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _QuietProgress:
+    """The flow driver's progress hooks; the backfill shows its own counts."""
+
+    def photo_done(self, entry: ManifestEntry) -> None:
+        return None
+
+    def start_jobs(self, count: int) -> None:
+        return None
+
+    def job_done(self, result: JobResult) -> None:
+        return None
+
+
+class SimBackfill:
+    """The sim's world for a backfill: enter it, seed the intake bucket, then `run` one or more passes."""
+
+    def __init__(self, out_dir: Path, settings: RunSettings, max_concurrency: int | None = None) -> None:
+        self.out_dir, self.settings, self._max_concurrency = out_dir, settings, max_concurrency
+        self._cleanup = ExitStack()
+
+    def __enter__(self) -> "SimBackfill":
+        check_aws_sim_installed()
+        stack = synthesize()
+        try:
+            self._enter(stack)
+        except BaseException:
+            self._cleanup.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cleanup.close()
+
+    def _enter(self, stack: SynthesizedStack) -> None:
+        cleanup = self._cleanup
+        _enter_sim_process(cleanup)
+        self.deployment: Deployment = deploy(stack)
+        self.functions = LambdaFunctions(
+            self.deployment.routes, self.deployment.memory, concurrency=self.settings.workers
+        )
+        self.map = map_settings(stack, self.deployment.names, self.deployment.routes)
+        if self._max_concurrency is not None:
+            self.map = MapSettings(self._max_concurrency, self.map.items_per_batch, self.map.batch_function)
+        self.review_options = ReviewOptions(mode=ReviewMode.AUTO, timeout=timedelta(minutes=10))
+        # No pacing here: one in-process worker runs the GPU jobs, and the sim has no endpoint backlog to protect.
+        os.environ.update(
+            self.deployment.environment
+            | run_overrides(self.settings, self.review_options, None)
+            | {"BACKFILL_SECONDS_PER_IMAGE": "0"}
+        )
+        self.intake = aws_settings.load(aws_settings.IngestSettings)
+        self.prepare = aws_settings.load(aws_settings.PrepareSettings)
+        gpu = aws_settings.load(aws_settings.GpuJobSettings)
+        self.review = aws_settings.load(aws_settings.ReviewSettings)
+        cleanup.enter_context(
+            sandbox.lambda_logs(self.out_dir / SIM_STATE_DIR / "lambda.log", self.functions.modules())
+        )
+        job_buckets = (gpu.work_bucket, bucket_and_prefix(self.prepare.brands_uri)[0])
+        endpoint = GpuEndpoint(self.deployment.endpoint, self.settings.models, gpu.jobs_table_name, job_buckets)
+        cleanup.enter_context(self.functions.attached_to_moto())
+        cleanup.enter_context(endpoint.attached_to_moto())
+        self.driver = FlowDriver(self.deployment, self.functions, endpoint, _QuietProgress())
+        self.driver.gpu_jobs_running = True
+        cleanup.callback(self.driver.stop_running_executions)
+
+    @property
+    def bucket(self) -> str:
+        return self.deployment.intake.bucket
+
+    def resolve_source(self, source: str, brand: str) -> str:
+        """The prefix to list, from `s3://intake/<prefix>` (or the bucket's own name); it must lie under the brand's
+        intake folder, as intake reads brand and SKU from the key."""
+        bucket, prefix = bucket_and_prefix(source)
+        if bucket not in (INTAKE_ALIAS, self.bucket):
+            raise ConfigurationError(
+                f"{source}: the sim backfills the stack's intake bucket; write s3://{INTAKE_ALIAS}/<prefix>"
+            )
+        brand_folder = f"{self.intake.intake_prefix}{brand}/"
+        prefix = prefix or brand_folder
+        if not prefix.startswith(brand_folder):
+            raise ConfigurationError(f"{source}: the prefix must lie under {brand_folder} (intake's layout)")
+        return prefix
+
+    def seed(self, photos: list[InputPhoto], brand: str) -> int:
+        """Photos that were in the bucket before intake existed: uploaded with the bucket's notifications off."""
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.put_bucket_notification_configuration(Bucket=self.bucket, NotificationConfiguration={})
+        upload_brand_store(self.settings, self.prepare.brands_uri)
+        return len(upload_photos(photos, self.bucket, self.intake.intake_prefix, brand))
+
+    def run(self, prefix: str, brand: str, show: ShowCounts, stop_after_batches: int | None = None) -> BackfillRun:
+        """One pass: the map over the listing (bounded, batched), then the started images through the flow."""
+        started_at = time.monotonic()
+        before = set(self.driver.executions)
+        counts, stopped = BackfillCounts(), False
+        lock = threading.Lock()
+
+        def one_batch(items: list[dict[str, Any]]) -> None:
+            event = {"BatchInput": {"bucket": self.bucket, "brand": brand}, "Items": items}
+            result = self.functions.call(self.map.batch_function, event)
+            with lock:
+                counts.add(result)
+            time.sleep(int(result["wait_seconds"]))  # the child's Pace state
+
+        # 1. The Distributed Map: at most MaxConcurrency batches at once, while the flow runs in moto.
+        with ThreadPoolExecutor(max_workers=self.map.max_concurrency, thread_name_prefix="backfill-map") as pool:
+            running: set[Future[None]] = set()
+            for number, batch in enumerate(batches_of(listed_items(self.bucket, prefix), self.map.items_per_batch)):
+                if stop_after_batches is not None and number >= stop_after_batches:
+                    stopped = True
+                    break
+                while len(running) >= self.map.max_concurrency:
+                    finished, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                    self._note(finished, counts, show, before)
+                running.add(pool.submit(one_batch, batch))
+            while running:
+                finished, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                self._note(finished, counts, show, before)
+
+        # 2. The started images: prepare, GPU jobs, checks, review (approved here: no person), publish.
+        self._discover_new_executions()
+        self.driver.advance(until=self.driver.all_awaiting_review)
+        decide(self.driver, self.functions, self.review_options, self.out_dir, self.review.review_base_url, _no_link)
+        self.driver.advance(until=self.driver.all_finished)
+        self._count_done(counts, before)
+        show(counts)
+        new = [arn for arn in self.driver.executions if arn not in before]
+        return BackfillRun(counts, stopped, time.monotonic() - started_at, self.state_transitions(new))
+
+    def _note(self, finished: set[Future[None]], counts: BackfillCounts, show: ShowCounts, before: set[str]) -> None:
+        for future in finished:
+            future.result()  # a batch that raised stops the backfill, as a failed child beyond the tolerance does
+        self.driver.drain_invocations()
+        self._discover_new_executions()
+        if self.driver.gpu_jobs_running:
+            self.driver.run_gpu_job()
+        self._count_done(counts, before)
+        show(counts)
+
+    def _discover_new_executions(self) -> None:
+        """The driver's discovery, for new executions only (it describes every one each time: O(n^2) at 1,000)."""
+        kwargs: dict[str, Any] = {"stateMachineArn": self.deployment.state_machine_arn, "maxResults": 1000}
+        while True:
+            page = self.driver.sfn.list_executions(**kwargs)
+            for listed in page["executions"]:
+                if listed["executionArn"] not in self.driver.executions:
+                    described = self.driver.sfn.describe_execution(executionArn=listed["executionArn"])
+                    request = ExecutionInput.model_validate_json(described["input"])
+                    self.driver.executions[listed["executionArn"]] = Execution(listed["executionArn"], request)
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
+        self.driver.refresh_statuses()
+
+    def _count_done(self, counts: BackfillCounts, before: set[str]) -> None:
+        counts.done = sum(e.status in TERMINAL for arn, e in self.driver.executions.items() if arn not in before)
+
+    def state_transitions(self, execution_arns: list[str]) -> int:
+        """State transitions of these executions as Step Functions bills them: one per state entered."""
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        total = 0
+        for arn in execution_arns:
+            kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+            while True:
+                page = sfn.get_execution_history(**kwargs)
+                total += sum(event["type"].endswith("StateEntered") for event in page["events"])
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        return total
+
+    def published_keys(self) -> list[str]:
+        """What the flow published to the output bucket (approved images)."""
+        publish = aws_settings.load(aws_settings.PublishSettings)
+        s3 = boto3.client("s3", region_name=REGION)
+        keys: list[str] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=publish.output_bucket, Prefix=publish.approved_prefix
+        ):
+            keys.extend(entry["Key"] for entry in page.get("Contents", ()))
+        return keys
+
+
+def _no_link(link: str, email: str, timeout: timedelta) -> None:
+    return None
