@@ -11,6 +11,7 @@ some failed (each recorded with its reason), 2 for bad input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,7 +33,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-def recipe_runner_factory(models: str | None, roots: list[Path]) -> object:
+def recipe_runner_factory(models: str | None, roots: list[Path]) -> Callable[[], GpuJobRunner]:
     """() -> the in-process GPU worker over `models` (gpu_jobs and torch load only when a recipe engine is used)."""
 
     def build() -> GpuJobRunner:

@@ -136,6 +136,11 @@ def read_prompts(path: Path) -> tuple[PromptSpec, ...]:
         raise GridInputError(
             f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({type(error).__name__})"
         ) from error
+    return parse_prompts(raw, path)
+
+
+def parse_prompts(raw: Any, path: Path) -> tuple[PromptSpec, ...]:
+    """A list of prompts (strings or {id, prompt, negative_prompt}); errors name `path` and the entry."""
     if isinstance(raw, dict) and "prompts" in raw:
         raw = raw["prompts"]
     if not isinstance(raw, list) or not raw:
