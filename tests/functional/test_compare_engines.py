@@ -232,3 +232,56 @@ def test_the_price_table_file_replaces_the_defaults(tmp_path: Path) -> None:
     path.write_text("per_image:\n  openai:gpt-image-1: -1\n")
     with pytest.raises(PriceTableError, match=r"prices.yaml: per_image.openai:gpt-image-1"):
         PriceTable.from_file(path)
+
+
+def failure_line(reason: str, item: str, prompt: str | None, seed: int | None, sku: str = "shirt-1") -> str:
+    return json.dumps(
+        {
+            "reason": reason,
+            "review_id": "review-1",
+            "item_id": item,
+            "sku": sku,
+            "job_kind": "lifestyle",
+            "generated": f"file:///out/{item}.png",
+            "prompt": prompt,
+            "seed": seed,
+            "adapter_version": "ss27@v3",
+        }
+    )
+
+
+def test_rejected_cases_rerun_with_their_prompts_and_seeds_counted_per_reason(
+    plan: GridPlan, openai_fake: FakeOpenAIImages, bedrock_fake: FakeBedrockRuntime, bedrock_client, tmp_path: Path
+) -> None:
+    # Given a failure log: two product_altered rejections, one wrong_colour, one without a recorded prompt
+    log = tmp_path / "failures.jsonl"
+    log.write_text(
+        "\n".join(
+            [
+                failure_line("product_altered", "a", "a shirt on a beach", 41),
+                failure_line("product_altered", "b", "a shirt in a garden", 42),
+                failure_line("wrong_colour", "c", "a shirt at night", 43),
+                failure_line("other", "d", None, None),
+            ]
+        )
+    )
+    engines = f"openai:gpt-image-1,bedrock-text:{NOVA}"
+
+    # When the comparison re-runs them on an engine that keeps the product and one that does not place it at all
+    result = run_comparison(plan, engines, tmp_path / "cmp", context(openai_fake, bedrock_client), failure_log=log)
+
+    # Then per reason, the keeping engine has no case still flagged and the text-only one has every case flagged
+    loop = json.loads(result.paths["summary"].read_text())["learning_loop"]
+    product_altered = loop["by_reason"]["product_altered"]
+    assert product_altered["cases"] == 2
+    assert product_altered["rerun"] == {"openai:gpt-image-1": 2, f"bedrock-text:{NOVA}": 2}
+    assert product_altered["still_flagged"] == {f"bedrock-text:{NOVA}": 2}
+    assert product_altered["flags"][f"bedrock-text:{NOVA}"]["product_pixels_changed"] == 2
+    assert loop["by_reason"]["wrong_colour"]["still_flagged"] == {f"bedrock-text:{NOVA}": 1}
+    assert loop["skipped"] == ["d: no prompt or seed recorded"]
+    # with the cases' own seeds sent to Bedrock, after the grid's
+    seeds = [request["body"]["imageGenerationConfig"]["seed"] for request in bedrock_fake.requests]
+    assert seeds[-3:] == [41, 42, 43]
+    # and the report shows the table
+    html = result.paths["html"].read_text()
+    assert 'id="learning-loop"' in html and "2 of 2" in html

@@ -47,7 +47,7 @@ def run_comparison(
     records = run_grid(plan, engines, out_dir, prices, embedder, count)
     loop = None
     if failure_log is not None:
-        cases = read_failure_log(failure_log)
+        cases = read_failure_log(failure_log, context.brand)
         loop = rerun_rejected(cases, engines, plan.products, out_dir, plan.size, prices, embedder, str(failure_log))
     paths = write_reports(
         out_dir,

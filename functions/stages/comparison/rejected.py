@@ -35,12 +35,20 @@ from schemas.dataset import FailureCase
 REJECTED_FOLDER = "rejected"
 
 
-def read_failure_log(path: Path) -> list[FailureCase]:
-    """FailureCases from JSON Lines, a JSON list, or an object with `failure_cases`; errors name the line."""
+def read_failure_log(path: Path, brand: str) -> list[FailureCase]:
+    """The brand's rejected cases: from the feedback file `catalog run` writes (`OUT/feedback/<brand>.jsonl`, or the
+    run's folder), or from FailureCase JSON Lines, a JSON list, or a dataset manifest; errors name the line."""
+    from functions.stages.feedback import feedback_file, parse_feedback
+
+    path = feedback_file(path, brand)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise GridInputError(f"{path}: cannot read the failure log ({error.strerror or error})") from error
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise GridInputError(f"{path}: cannot read the failure log ({error})") from error
+    feedback = parse_feedback(data, str(path), brand)
+    if feedback.cases:
+        return list(feedback.cases)
     stripped = text.lstrip()
     entries: list[tuple[str, Any]]
     if stripped.startswith(("[", "{")) and not _looks_like_lines(stripped):
