@@ -85,7 +85,7 @@ def check(
         int, typer.Option(min=256, help="Training buckets hold about this many pixels squared (SDXL: 1024).")
     ] = 1024,
     min_sharpness: Annotated[
-        float, typer.Option(min=0, help="Blur gate: variance of the Laplacian on the product at 512 px.")
+        float, typer.Option(min=0, help="Blur gate: Laplacian variance on the product, in % of its gradient energy.")
     ] = DatasetGates().min_sharpness,
     duplicate_distance: Annotated[
         int, typer.Option(min=0, max=64, help="Near-duplicate gate: perceptual-hash Hamming distance.")
@@ -93,6 +93,15 @@ def check(
     min_product_share: Annotated[
         float, typer.Option(min=0, max=1, help="Coverage gate: the product's share of the frame, at least.")
     ] = DatasetGates().min_product_share,
+    max_edge_contact: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Cut-off gate: the largest share of one frame edge the product may touch (raise it "
+            "for on-model shots cropped at the legs).",
+        ),
+    ] = DatasetGates().max_edge_contact,
     caption_template: Annotated[
         str,
         typer.Option(help="Caption from the sidecar: {trigger_token} {title} {category} {colour} {collection} {sku}."),
@@ -133,6 +142,7 @@ def check(
             min_sharpness=min_sharpness,
             duplicate_distance=duplicate_distance,
             min_product_share=min_product_share,
+            max_edge_contact=max_edge_contact,
         )
         check_brand(brand)
         check_caption_template(caption_template)

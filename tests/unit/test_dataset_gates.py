@@ -266,3 +266,14 @@ def test_the_report_escapes_what_users_typed(tmp_path):
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;x&lt;/b&gt;.jpg" in page
     assert 'id="failure-off_brand"' in page
     json.dumps(page)  # plain text, nothing binary
+
+
+@pytest.mark.parametrize("sample", ["09133_00.jpg", "04469_00.jpg"], ids=["white-on-white", "print"])
+def test_real_studio_photos_pass_the_blur_gate_until_they_are_blurred(samples_dir, tmp_path, sample):
+    # Given a real studio photo (a pale, low-contrast one among them) and the same photo with a 2.5 px blur
+    original = Image.open(samples_dir / sample).convert("RGB")
+    gates = DatasetGates(min_side=768)
+    # Then the sharp one is not called blurry and the blurred one is
+    assert "blurry" not in _codes(_assess(tmp_path, original, "sharp.jpg", gates))
+    blurred = _assess(tmp_path, original.filter(ImageFilter.GaussianBlur(2.5)), "soft.jpg", gates)
+    assert "blurry" in _codes(blurred)
