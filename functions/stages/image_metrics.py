@@ -17,6 +17,7 @@ and are declared below only so that the report can name them and their source.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -345,7 +346,7 @@ class MetricWarning:
     above: bool  # True: warn above the limit; False: below it
     limit: float
 
-    def applies(self, metrics: dict[str, float | None]) -> bool:
+    def applies(self, metrics: Mapping[str, float | None]) -> bool:
         value = metrics.get(self.metric)
         if value is None:
             return False
@@ -360,6 +361,6 @@ METRIC_WARNINGS = (
 )
 
 
-def metric_warnings(metrics: dict[str, float | None]) -> list[str]:
+def metric_warnings(metrics: Mapping[str, float | None]) -> list[str]:
     """The warning codes `metrics` trip (e.g. `colour_shift` past ΔE2000 5)."""
     return [warning.code for warning in METRIC_WARNINGS if warning.applies(metrics)]

@@ -110,7 +110,8 @@ def test_a_candidate_that_changes_the_product_is_refused_and_its_report_kept(sto
         ("ss27@v1", 0), ("ss27@v1", 1), ("ss27@v2", 0), ("ss27@v2", 1)
     ]  # fmt: skip
     # and ss27@v1 stays active
-    assert latest_promotion(storage, brands_uri, "acme").version == "ss27@v1"
+    latest = latest_promotion(storage, brands_uri, "acme")
+    assert latest is not None and latest.version == "ss27@v1"
 
 
 def test_a_candidate_as_good_as_the_active_one_passes_and_force_records_its_reason(store) -> None:
