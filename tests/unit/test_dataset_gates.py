@@ -277,3 +277,25 @@ def test_real_studio_photos_pass_the_blur_gate_until_they_are_blurred(samples_di
     assert "blurry" not in _codes(_assess(tmp_path, original, "sharp.jpg", gates))
     blurred = _assess(tmp_path, original.filter(ImageFilter.GaussianBlur(2.5)), "soft.jpg", gates)
     assert "blurry" in _codes(blurred)
+
+
+def test_feedback_is_read_from_s3_through_the_storage_port(monkeypatch):
+    # Given acme's feedback file in the output bucket, as the AWS publisher writes it
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    from functions.adapters.aws.s3_storage import S3Storage
+    from functions.stages.feedback import read_feedback
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="out")
+        line = _feedback("i1", Verdict.REJECTED, RejectionReason.PRODUCT_ALTERED)
+        s3.put_object(Bucket="out", Key="feedback/acme.jsonl", Body=(line + "\n").encode())
+        # When it is read with a second, missing file
+        read = read_feedback(S3Storage(s3), ["s3://out/feedback/acme.jsonl", "s3://out/feedback/none.jsonl"], "acme")
+    # Then the rejection is a failure case, and the missing file is a note, not a crash
+    assert [(c.item_id, c.reason) for c in read.cases] == [("i1", RejectionReason.PRODUCT_ALTERED)]
+    assert len(read.problems) == 1 and "none.jsonl" in read.problems[0]
