@@ -8,8 +8,10 @@ product's media at once, and the alt text comes from the product), while the por
 Per product (the SKU folder intake made: the handle, a variant SKU or `product-<id>`):
 1. find it (`productByIdentifier(identifier: {handle})`, else a `sku:` search, else the id); gone -> every image of
    it ends `product_not_found`.
-2. recognise our own media: our file names carry `cip` + 16 hex of the approved image's SHA-256, so an image whose
-   hash is there already is `already_attached` and a retried publish adds nothing.
+2. recognise our own media, two ways: our file names carry `cip` + 16 hex of the approved image's SHA-256, and a
+   product metafield (`catalog_image_processor.published_media`, JSON `{hash: media id}`) records what we attached,
+   which covers the minutes Shopify is still processing a new image (its URL, hence its file name, unknown yet). An
+   image whose hash is there already is `already_attached`: a retried publish adds nothing.
 3. each new image: marked with its provenance (XMP, C2PA when configured), `stagedUploadsCreate` (IMAGE, POST),
    the file to the target, `productUpdate(product: {id}, media: [{originalSource, alt, mediaContentType: IMAGE}])`
    (productCreateMedia is deprecated); the product's title as alt text. userErrors -> that image is `rejected`.
@@ -21,6 +23,7 @@ Shopify unavailable past the client's retries, or refusing the token -> this and
 """
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
@@ -52,7 +55,11 @@ class AdminGraphQL(Protocol):
 
 
 _MEDIA_FIELDS = "id alt mediaContentType status ... on MediaImage { image { url } }"
-PRODUCT_FIELDS = f"id handle title media(first: 250) {{ nodes {{ {_MEDIA_FIELDS} }} }}"
+METAFIELD_NAMESPACE, METAFIELD_KEY = "catalog_image_processor", "published_media"
+PRODUCT_FIELDS = (
+    f"id handle title media(first: 250) {{ nodes {{ {_MEDIA_FIELDS} }} }}"
+    f' metafield(namespace: "{METAFIELD_NAMESPACE}", key: "{METAFIELD_KEY}") {{ value }}'
+)
 PRODUCT_BY_HANDLE = (
     "query ProductByHandle($handle: String!) {"
     f" productByIdentifier(identifier: {{handle: $handle}}) {{ {PRODUCT_FIELDS} }} }}"
@@ -74,6 +81,10 @@ REORDER_MEDIA = (
     "mutation ReorderMedia($id: ID!, $moves: [MoveInput!]!) { productReorderMedia(id: $id, moves: $moves) {"
     " job { id } mediaUserErrors { code field message } } }"
 )
+RECORD_MEDIA = (
+    "mutation RecordMedia($metafields: [MetafieldsSetInput!]!) { metafieldsSet(metafields: $metafields) {"
+    " metafields { id } userErrors { code field message } } }"
+)
 DETACH_FILES = (
     "mutation DetachFiles($files: [FileUpdateInput!]!) { fileUpdate(files: $files) {"
     " files { id } userErrors { code field message } } }"
@@ -94,6 +105,17 @@ def media_file_name(product_handle: str, item: ReviewItem, data: bytes) -> str:
     """`<handle>-<kind>-cip<hash><ext>`: readable in the admin, and how a retry recognises the image."""
     suffix = PurePosixPath(item.generated).suffix.lower() or ".png"
     return f"{safe_name(product_handle)[:80]}-{item.job_kind}-cip{content_token(data)}{suffix}"
+
+
+def _recorded(product: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """The metafield's `{hash: {id, kind}}`, for the media still on the product; a damaged value counts as none."""
+    present = {media["id"] for media in product["media"]["nodes"]}
+    try:
+        record = json.loads((product.get("metafield") or {}).get("value") or "{}")
+        entries = {token: (entry["id"], entry["kind"]) for token, entry in record.items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+    return {token: found for token, found in entries.items() if found[0] in present}
 
 
 def is_our_media_url(url: str) -> bool:
@@ -226,11 +248,12 @@ def _publish_product(
         reason = f"no product {folder!r} in the store (deleted since the webhook?)"
         results += [_result(item, folder, ShopifyMediaStatus.PRODUCT_NOT_FOUND, errors=[reason]) for item, _ in pairs]
         return []
-    # 2. our media already there, by content hash
-    ours: dict[str, tuple[str, str]] = {}
+    # 2. our media already there, by content hash: the metafield's record (media still there), then file names
+    ours = _recorded(product)
     for media in product["media"]["nodes"]:
         if found := _ours(media):
             ours[found[1]] = (media["id"], found[0])
+    recorded = dict(ours)
     first = len(results)
     kinds: dict[str, str] = {media_id: kind for media_id, kind in ours.values()}
     # 3. each new image, uploaded and attached
@@ -253,7 +276,15 @@ def _publish_product(
         if result.media_id:
             ours[token] = (result.media_id, item.job_kind)
             kinds[result.media_id] = item.job_kind
-    # 4. the order
+    # 4. the record, for a retry that comes while Shopify still processes the new images
+    if ours != recorded:
+        value = json.dumps({token: {"id": media_id, "kind": kind} for token, (media_id, kind) in sorted(ours.items())})
+        field = {"ownerId": product["id"], "namespace": METAFIELD_NAMESPACE, "key": METAFIELD_KEY, "type": "json"}
+        answer = admin.execute(RECORD_MEDIA, {"metafields": [{**field, "value": value}]})["metafieldsSet"]
+        if answer["userErrors"]:  # the file names still recognise the images once Shopify has processed them
+            problems = _messages(answer["userErrors"])
+            results[first:] = [r.model_copy(update={"errors": (*r.errors, *problems)}) for r in results[first:]]
+    # 5. the order
     media = product["media"]["nodes"]
     moves = _order_moves(media, kinds, profile)
     if moves:
@@ -261,7 +292,7 @@ def _publish_product(
         if reordered["mediaUserErrors"]:
             problems = _messages(reordered["mediaUserErrors"])
             results[first:] = [r.model_copy(update={"errors": (*r.errors, *problems)}) for r in results[first:]]
-    # 5. replacement, only when the brand asks and all of ours are there
+    # 6. replacement, only when the brand asks and all of ours are there
     detached: list[str] = []
     succeeded = (ShopifyMediaStatus.ATTACHED, ShopifyMediaStatus.ALREADY_ATTACHED)
     complete = all(r.status in succeeded for r in results[first:])

@@ -55,7 +55,12 @@ SCHEMA = build_schema(
       id: ID! legacyResourceId: UnsignedInt64! handle: String! title: String! productType: String! tags: [String!]!
       updatedAt: DateTime! options(first: Int): [ProductOption!]! variants(first: Int): ProductVariantConnection!
       media(first: Int, last: Int): MediaConnection!
+      metafield(namespace: String, key: String!): Metafield
     }
+    type Metafield { id: ID! namespace: String! key: String! type: String! value: String! }
+    input MetafieldsSetInput { ownerId: ID! namespace: String key: String! type: String value: String! }
+    type MetafieldsSetUserError { code: String field: [String!] message: String! elementIndex: Int }
+    type MetafieldsSetPayload { metafields: [Metafield!] userErrors: [MetafieldsSetUserError!]! }
     type ProductConnection { nodes: [Product!]! }
     input ProductIdentifierInput { id: ID handle: String }
     type Query {
@@ -86,6 +91,7 @@ SCHEMA = build_schema(
       productUpdate(product: ProductUpdateInput, media: [CreateMediaInput!]): ProductUpdatePayload
       productReorderMedia(id: ID!, moves: [MoveInput!]!): ProductReorderMediaPayload
       fileUpdate(files: [FileUpdateInput!]!): FileUpdatePayload
+      metafieldsSet(metafields: [MetafieldsSetInput!]!): MetafieldsSetPayload
     }
     """
 )
@@ -106,6 +112,7 @@ class FakeProduct:
     title: str
     sku: str
     media: list[dict[str, Any]] = field(default_factory=list)
+    metafields: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 class FakeShopifyStore:
@@ -121,6 +128,8 @@ class FakeShopifyStore:
     ) -> None:
         self.token = token
         self.max_pixels = int(max_megapixels * 1_000_000)  # Shopify's documented ceiling for a MediaImage
+        # True: new media stay PROCESSING with no image URL (as on Shopify, for a while) until `finish_processing`.
+        self.processing = False
         self.products: dict[str, FakeProduct] = {}
         self.files: dict[str, bytes] = {}  # the CDN: name -> bytes
         self.staged: dict[str, bytes] = {}  # staged uploads: key -> bytes
@@ -159,6 +168,12 @@ class FakeShopifyStore:
     def delete_product(self, product: FakeProduct) -> None:
         with self._lock:
             self.products.pop(product.id, None)
+
+    def finish_processing(self) -> None:
+        for product in self.products.values():
+            for media in product.media:
+                if media["status"] == "PROCESSING":
+                    media.update(status="READY", image=media.pop("_image"))
 
     def drain(self) -> None:
         """Spend the whole throttle bucket, as other apps on the same store would."""
@@ -239,6 +254,7 @@ class FakeShopifyStore:
                 {"id": f"gid://shopify/ProductOption/{numeric}", "name": "Color", "position": 1, "values": ["Red"]}
             ],
             "variants": {"nodes": [variant]},
+            "metafield": lambda info, key, namespace=None: product.metafields.get((namespace or "", key)),
             "media": lambda info, first=None, last=None: {"nodes": media[:first] if first else media[-(last or 0) :]},
         }
 
@@ -307,7 +323,10 @@ class FakeShopifyStore:
                     continue
                 name = key.rsplit("/", 1)[1]
                 self.files[name] = self.staged[key]
-                found.media.append(self._media(name, entry.get("alt") or ""))
+                created = self._media(name, entry.get("alt") or "")
+                if self.processing:
+                    created.update(status="PROCESSING", _image=created["image"], image=None)
+                found.media.append(created)
             return {"product": self._product_view(found), "userErrors": errors}
 
         def product_reorder_media(info: Any, id: str, moves: list[dict[str, Any]]) -> Any:
@@ -333,6 +352,34 @@ class FakeShopifyStore:
                 found.media.insert(int(move["newPosition"]), current)
             return {"job": {"id": f"gid://shopify/Job/{next(self._ids)}", "done": True}, "mediaUserErrors": []}
 
+        def metafields_set(info: Any, metafields: list[dict[str, Any]]) -> Any:
+            record("metafieldsSet")
+            saved, errors = [], []
+            for index, entry in enumerate(metafields):
+                owner = self.products.get(entry["ownerId"])
+                if owner is None:
+                    errors.append({"field": ["metafields", str(index), "ownerId"], "message": "Owner does not exist"})
+                    continue
+                if entry.get("type") == "json":
+                    try:
+                        json.loads(entry["value"])
+                    except ValueError:
+                        errors.append(
+                            {"field": ["metafields", str(index), "value"], "message": "Value is invalid JSON"}
+                        )
+                        continue
+                key = (entry.get("namespace") or "", entry["key"])
+                current = owner.metafields.get(key) or {"id": f"gid://shopify/Metafield/{next(self._ids)}"}
+                owner.metafields[key] = {
+                    **current,
+                    "namespace": key[0],
+                    "key": key[1],
+                    "type": entry.get("type") or "",
+                    "value": entry["value"],
+                }
+                saved.append(owner.metafields[key])
+            return {"metafields": None if errors else saved, "userErrors": errors}
+
         def file_update(info: Any, files: list[dict[str, Any]]) -> Any:
             record("fileUpdate")
             for entry in files:
@@ -351,6 +398,7 @@ class FakeShopifyStore:
             "productUpdate": product_update,
             "productReorderMedia": product_reorder_media,
             "fileUpdate": file_update,
+            "metafieldsSet": metafields_set,
         }
 
     def _cost(self, query: str) -> int:

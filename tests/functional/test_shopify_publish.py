@@ -99,6 +99,30 @@ def test_a_retried_publish_adds_nothing_and_the_order_and_alt_text_follow_the_ru
     assert store.requests.count("productUpdate") == 4 and store.requests.count("productReorderMedia") == 1
 
 
+def test_a_retry_while_shopify_still_processes_the_images_adds_nothing(store):
+    # Given a store that takes its time to process new images (no URL, hence no file name, for a while)
+    product = store.add_product("tee", "Tee", merchant_images=1)
+    store.processing = True
+    run = Run("tee", kinds=("packshot", "lifestyle"))
+
+    # When the publish runs, and is retried before Shopify has finished
+    first = run.publish(client(store))
+    again = run.publish(client(store))
+    store.finish_processing()
+    later = run.publish(client(store))
+
+    # Then the record in the product's metafield recognised them: each image is there once, in order
+    assert first.count(ShopifyMediaStatus.ATTACHED) == 2
+    assert (
+        again.count(ShopifyMediaStatus.ALREADY_ATTACHED) == 2 and later.count(ShopifyMediaStatus.ALREADY_ATTACHED) == 2
+    )
+    assert len(product.media) == 3
+    assert [m["image"]["url"].split("-cip")[0].rsplit("-", 1)[1] for m in product.media[1:]] == [
+        "packshot",
+        "lifestyle",
+    ]
+
+
 def test_the_file_in_the_store_carries_its_iptc_source_type(store):
     # Given a product and an approved packshot and lifestyle image
     product = store.add_product("dress", "Sage dress", merchant_images=0)
