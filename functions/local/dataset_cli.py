@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from functions.errors import CatalogError, ConfigurationError
@@ -183,7 +184,10 @@ def check(
 
     # 3. the gates, and the dataset written aside then swapped in (unless refused)
     options = CheckOptions(brand=brand, gates=gates, trigger_token=trigger_token, caption_template=caption_template)
-    with console.status(f"Checking {len(candidates)} files..."):
+    with Progress(
+        TextColumn("[bold]Checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("check", total=len(candidates))
         try:
             result = check_dataset(
                 candidates,
@@ -193,9 +197,11 @@ def check(
                 failure_cases=read.cases if read else (),
                 captioner=caption_model,
                 warnings=notes,
+                on_assessed=lambda _: progress.advance(task),
                 write_report=write_report,
             )
         except DatasetRefusedError as error:
+            progress.stop()
             console.print(f"[bold red]Refused:[/] {_shown(error.message)}")
             raise typer.Exit(EXIT_REFUSED) from error
 

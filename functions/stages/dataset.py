@@ -511,7 +511,7 @@ def check_dataset(
     failure_cases: Iterable[FailureCase] = (),
     captioner: Captioner | None = None,
     warnings: Iterable[str] = (),
-    on_photo: Callable[[DatasetPhoto], None] | None = None,
+    on_assessed: Callable[[AssessedPhoto], None] | None = None,
     write_report: Callable[[DatasetManifest, Path], object] | None = None,
 ) -> DatasetCheck:
     """Run every gate over the candidates and, unless refused, replace `out_dir` with the new dataset in one swap."""
@@ -530,14 +530,12 @@ def check_dataset(
             photo = assess_photo(candidate, photo_id, gates, remover, options.limits)
             _stage_photo(photo, staging, None if photo_id in edits else captioner)
             assessed.append(photo)
+            if on_assessed:
+                on_assessed(photo)
 
         # 2. duplicates across the set, then buckets and captions for what is kept
         groups = mark_duplicates(assessed, gates.duplicate_distance)
-        photos: list[DatasetPhoto] = []
-        for photo in assessed:
-            photos.append(_dataset_photo(photo, options, edits.get(photo.id)))
-            if on_photo:
-                on_photo(photos[-1])
+        photos = [_dataset_photo(photo, options, edits.get(photo.id)) for photo in assessed]
 
         # 3. the count gate
         kept = [p for p in photos if p.verdict is PhotoVerdict.KEPT]
