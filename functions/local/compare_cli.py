@@ -83,8 +83,20 @@ def compare(
         str | None, typer.Option(help="Our recipes' models: tiny, or a model config JSON (needed for our engines).")
     ] = None,
     brands: Annotated[
-        Path | None,
-        typer.Option(help="The brand store folder (default: $CATALOG_BRANDS_DIR or ./brands).", show_default=False),
+        str | None,
+        typer.Option(
+            help="The brand store: a folder, or s3://bucket/brands/ with --endpoint (default: $CATALOG_BRANDS_DIR or "
+            "./brands).",
+            show_default=False,
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="Run our recipes on this deployed SageMaker async endpoint instead of --models (AWS)."),
+    ] = None,
+    work: Annotated[
+        str | None,
+        typer.Option(help="With --endpoint: s3://bucket/prefix/ for the endpoint's requests, inputs and outputs."),
     ] = None,
     size: Annotated[
         int | None,
@@ -110,7 +122,7 @@ def compare(
 
     from functions.stages.comparison.compare import run_comparison
 
-    brands_dir = brands or Path(os.environ.get("CATALOG_BRANDS_DIR") or "brands")
+    store = brands or os.environ.get("CATALOG_BRANDS_DIR") or "brands"
     try:
         price_table = PriceTable.from_file(prices) if prices is not None else PriceTable()
         plan = GridPlan(
@@ -122,14 +134,20 @@ def compare(
         if plan.size % 16:
             raise GridInputError(f"--size {plan.size}: must be a multiple of 16")
         embedder = load_embedder(embedding_model, brand_photos)
-        context = EngineContext(
-            brand=brand,
-            brands_uri=brands_dir.resolve().as_uri() if brands_dir.is_dir() else None,
-            recipe_runner_factory=recipe_runner_factory(
-                models, [products.resolve(), out.resolve(), brands_dir.resolve()]
-            ),
-            prices=price_table,
-        )
+        if endpoint is not None:
+            context = endpoint_context(brand, store, endpoint, work, price_table)
+        else:
+            if store.startswith("s3://"):
+                raise GridInputError(f"--brands {store}: an S3 brand store needs --endpoint (our recipes run there)")
+            brands_dir = Path(store)
+            context = EngineContext(
+                brand=brand,
+                brands_uri=brands_dir.resolve().as_uri() if brands_dir.is_dir() else None,
+                recipe_runner_factory=recipe_runner_factory(
+                    models, [products.resolve(), out.resolve(), brands_dir.resolve()]
+                ),
+                prices=price_table,
+            )
         out.mkdir(parents=True, exist_ok=True)
         result = run_comparison(plan, engines, out, context, embedder=embedder, failure_log=failures, on_cell=_progress)
     except (GridInputError, PriceTableError, EngineSpecError, EngineFailedError, ConfigurationError) as error:
@@ -138,6 +156,30 @@ def compare(
     _print_summary(result)
     failed = [record for record in result.records if not record.ok]
     raise typer.Exit(code=EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def endpoint_context(brand: str, store: str, endpoint: str, work: str | None, prices: PriceTable) -> EngineContext:
+    """Our recipes on the deployed async endpoint, the brand store and the work prefix in S3 (credentials, region
+    and endpoints from the environment, as every boto3 client here)."""
+    if work is None or not work.startswith("s3://"):
+        raise GridInputError("--endpoint needs --work s3://bucket/prefix/ (the endpoint reads and writes only S3)")
+    if not store.startswith("s3://"):
+        raise GridInputError(f"--endpoint needs the deployed brand store (--brands s3://...), got {store}")
+    import boto3
+
+    from functions.adapters.aws.endpoint_runner import AsyncEndpointRunner
+    from functions.adapters.aws.s3_storage import S3Storage
+
+    s3, runtime = boto3.client("s3"), boto3.client("sagemaker-runtime")
+    prefix = work.rstrip("/")
+    return EngineContext(
+        brand=brand,
+        brands_uri=store,
+        recipe_runner_factory=lambda: AsyncEndpointRunner(endpoint, f"{prefix}/requests/", s3=s3, runtime=runtime),
+        work_storage=S3Storage(s3),
+        work_prefix=prefix,
+        prices=prices,
+    )
 
 
 def _progress(record: CellRecord, reused: bool) -> None:

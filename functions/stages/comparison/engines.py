@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
-from functions.ports import GpuJobRunner
+from functions.ports import BlobStorage, GpuJobRunner
 from schemas import AdapterRef, BrandProfile, JobKind, JobRequest, Status
 
 if TYPE_CHECKING:
@@ -169,11 +170,25 @@ class RecipeEngine:
 
     kind = "recipe"
 
-    def __init__(self, name: str, options: RecipeOptions, runner: GpuJobRunner, brand: str, brands_uri: str | None):
+    def __init__(
+        self,
+        name: str,
+        options: RecipeOptions,
+        runner: GpuJobRunner,
+        brand: str,
+        brands_uri: str | None,
+        *,
+        storage: BlobStorage | None = None,
+        work_prefix: str | None = None,
+    ) -> None:
+        """`storage` and `work_prefix` (s3://...) for a remote runner (the deployed endpoint): the cutout is put
+        there and the outputs read from there; without them, the runner reads and writes local files."""
         self.name = name
         self.options = options
         self._runner = runner
         self._brand = brand
+        self._storage = storage
+        self._work_prefix = work_prefix.rstrip("/") if work_prefix else None
         self._profile = self._profile_for(brand, brands_uri)
 
     def _profile_for(self, brand: str, brands_uri: str | None) -> BrandProfile | None:
@@ -191,12 +206,17 @@ class RecipeEngine:
         embeddings_uri = None
         if options.textual_inversion:
             embeddings_uri = f"{folder}/learned_embeds.safetensors"
-            trigger = _trigger_token(folder)
+            trigger = self._trigger_token(folder)
+            if trigger is None:
+                raise EngineFailedError(
+                    "bad_input", f"engine {self.name}: {options.version} records no trigger token for its embeddings"
+                )
         adapter = AdapterRef(
             name=name,
             uri=f"{folder}/pytorch_lora_weights.safetensors",
             version=options.version,
             embeddings_uri=embeddings_uri,
+            embeddings_token=trigger,
         )
         return BrandProfile(brand=version_brand, adapters=(adapter,), trigger_token=trigger)
 
@@ -212,14 +232,22 @@ class RecipeEngine:
             params["controlnet"] = self.options.controlnet
         if self._profile is not None:
             params["brand_profile"] = self._profile.model_dump(mode="json")  # the recipe adds its trigger token
-        task.cell_dir.mkdir(parents=True, exist_ok=True)
+        job_id = _job_id(f"cmp-{task.sku}-{self.name}-{task.seed}-{_digest(task.prompt.encode())}")
+        if self._work_prefix is not None and self._storage is not None:
+            data = task.product_path.read_bytes()
+            cutout_uri = f"{self._work_prefix}/inputs/{_job_id(task.sku)}-{_digest(data)}.png"
+            self._storage.write_bytes(cutout_uri, data, "image/png")
+            output_prefix = f"{self._work_prefix}/outputs/{job_id}"
+        else:
+            task.cell_dir.mkdir(parents=True, exist_ok=True)
+            cutout_uri, output_prefix = task.product_path.resolve().as_uri(), task.cell_dir.resolve().as_uri()
         request = JobRequest(
-            job_id=_job_id(f"cmp-{task.sku}-{self.name}-{task.seed}"),
+            job_id=job_id,
             kind=JobKind.LIFESTYLE,
             brand=self._brand,
             sku=task.sku[:128],
-            inputs={"cutout": task.product_path.resolve().as_uri()},
-            output_prefix=task.cell_dir.resolve().as_uri(),
+            inputs={"cutout": cutout_uri},
+            output_prefix=output_prefix,
             seed=task.seed,
             params=params,
         )
@@ -235,22 +263,35 @@ class RecipeEngine:
         details = output.details
         versions = {"model": result.model_version or "unknown", **result.adapter_versions}
         return EngineOutput(
-            image=_open_file_uri(output.uri).convert("RGB"),
-            placed=_open_file_uri(details["placed_uri"]).convert("RGBA") if "placed_uri" in details else None,
-            keep_mask=_open_file_uri(details["keep_mask_uri"]).convert("L") if "keep_mask_uri" in details else None,
+            image=self._open(output.uri).convert("RGB"),
+            placed=self._open(details["placed_uri"]).convert("RGBA") if "placed_uri" in details else None,
+            keep_mask=self._open(details["keep_mask_uri"]).convert("L") if "keep_mask_uri" in details else None,
             seconds=seconds,
             versions=versions,
         )
 
+    def _read(self, uri: str) -> bytes:
+        if uri.startswith("s3://") and self._storage is not None:
+            return self._storage.read_bytes(uri)
+        return _path_of(uri).read_bytes()
 
-def _trigger_token(version_folder_uri: str) -> str | None:
-    """The version's trigger token (version.json, else training.json): pivotal tuning's embeddings are bound to it."""
+    def _open(self, uri: str) -> Image.Image:
+        with Image.open(io.BytesIO(self._read(uri))) as image:
+            image.load()
+            return image.copy()
+
+    def _trigger_token(self, version_folder_uri: str) -> str | None:
+        """The version's trigger token (version.json, else training.json): its TI embeddings are bound to it."""
+        return _trigger_token(lambda name: self._read(f"{version_folder_uri}/{name}"))
+
+
+def _trigger_token(read: Callable[[str], bytes]) -> str | None:
     import json
 
     for file_name in ("version.json", "training.json"):
         try:
-            raw = json.loads(_path_of(f"{version_folder_uri}/{file_name}").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            raw = json.loads(read(file_name))
+        except (OSError, ValueError, EngineFailedError):
             continue
         if not isinstance(raw, dict):
             continue
@@ -271,10 +312,10 @@ def _path_of(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
-def _open_file_uri(uri: str) -> Image.Image:
-    with Image.open(_path_of(uri)) as image:
-        image.load()
-        return image.copy()
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def _job_id(text: str) -> str:
@@ -294,6 +335,8 @@ class EngineContext:
     brand: str
     brands_uri: str | None = None
     recipe_runner_factory: Any = None  # () -> GpuJobRunner, called once, when the first recipe engine is built
+    work_storage: Any = None  # BlobStorage for `work_prefix` and the brand store when our recipes run remotely
+    work_prefix: str | None = None  # s3://bucket/prefix: where a remote runner (the endpoint) reads and writes
     bedrock_client: Any = None  # a boto3 bedrock-runtime client, or None to build one from the environment
     openai_settings: Any = None  # OpenAIImagesSettings, or None to read OPENAI_BASE_URL / OPENAI_API_KEY
     prices: PriceTable | None = None
@@ -374,4 +417,12 @@ def build_engine(name: str, context: EngineContext, runner: Any) -> Engine:
         )
     if options.version_brand is not None and options.version_brand != context.brand:
         raise EngineSpecError(f"--engines {name}: the version belongs to {options.version_brand}, not {context.brand}")
-    return RecipeEngine(name, options, runner(), context.brand, context.brands_uri)
+    return RecipeEngine(
+        name,
+        options,
+        runner(),
+        context.brand,
+        context.brands_uri,
+        storage=context.work_storage,
+        work_prefix=context.work_prefix,
+    )
