@@ -10,6 +10,7 @@ from typing import Any
 
 EVENT_DAYS = 7  # Shopify retries for 4 hours; a week of event ids is plenty
 CLAIMED, CONFIRMED = "claimed", "confirmed"
+TTL_ATTRIBUTE = "expires_at"  # the table's TTL (cdk/catalog_infra/shopify.py)
 # A claim not confirmed within this long belongs to a process that died between the claim and the queue (the webhook
 # function times out after 10 s): a later delivery of the event may claim it again.
 DEAD_CLAIM_SECONDS = 60
@@ -33,7 +34,7 @@ class DynamoDBShopifyStore:
                     "pk": {"S": f"event#{event_id}"},
                     "state": {"S": CLAIMED},
                     "claimed_at": {"S": _utc_text(now)},
-                    "expires_at": {"N": str(int((now + timedelta(days=EVENT_DAYS)).timestamp()))},
+                    TTL_ATTRIBUTE: {"N": str(int((now + timedelta(days=EVENT_DAYS)).timestamp()))},
                 },
                 # New, or claimed by a process that died before queueing (never confirmed, and long ago).
                 ConditionExpression="attribute_not_exists(pk) OR (#state = :claimed AND claimed_at < :dead_before)",
