@@ -4,17 +4,21 @@ The brand store is a folder locally (`--brands DIR`) and an S3 prefix on AWS; bo
 storage port. A profile may name its adapters and model photos relative to its own folder
 (`adapters/ss27.safetensors`); they are resolved to full URIs here, so the GPU jobs get only absolute ones.
 No profile means packshot-only defaults, with a note; a malformed profile fails the image naming the field.
+The brand's promoted version (functions/stages/brand_versions.py) is merged in as its adapter, named `name@vN`.
 """
 
 import json
 import re
 from dataclasses import dataclass
+from typing import cast
 
 from pydantic import ValidationError
 
 from functions.errors import IntakeError, field_problems
 from functions.ports import BlobStorage
+from functions.stages.brand_versions import BrandStoreError, VersionStorage, active_version, with_active_version
 from schemas import BrandProfile, ResolvedBrand
+from schemas.brand_versions import BrandVersion
 
 PROFILE_NAME = "profile.json"
 # A brand is a folder name in the store: the BrandProfile's own rule, so a key can never climb out of the store.
@@ -80,11 +84,27 @@ def resolve_brand(brand: str, brands_uri: str | None, storage: BlobStorage) -> B
     if not brands_uri:
         return BrandSelection(ResolvedBrand(brand=brand, note="No brand store is configured: packshot defaults."), None)
     uri = profile_uri(brands_uri, brand)
+    active = _active_version(brand, brands_uri, storage)
     try:
         data = storage.read_bytes(uri)
     except FileNotFoundError:
-        note = f"No profile for brand {brand!r} at {uri}: packshot defaults, GPU jobs without brand adapters."
-        return BrandSelection(ResolvedBrand(brand=brand, note=note), None)
+        if active is None:
+            note = f"No profile for brand {brand!r} at {uri}: packshot defaults, GPU jobs without brand adapters."
+            return BrandSelection(ResolvedBrand(brand=brand, note=note), None)
+        data = json.dumps({"brand": brand}).encode()
     profile = parse_profile(data, uri, brand)
+    if active is not None:
+        profile = with_active_version(profile, active, brands_uri)
     adapters = {adapter.name: adapter.version or "unversioned" for adapter in profile.adapters}
     return BrandSelection(ResolvedBrand(brand=brand, profile_uri=uri, adapters=adapters), profile)
+
+
+def _active_version(brand: str, brands_uri: str, storage: BlobStorage) -> BrandVersion | None:
+    """The promoted version (`catalog brand promote`), read where the storage can list; a broken store fails loudly."""
+    if not hasattr(storage, "list_uris"):  # a read-only port (no versions to find there)
+        return None
+    try:
+        return active_version(cast(VersionStorage, storage), brands_uri, brand)
+    except (BrandStoreError, ValidationError) as error:
+        message = f"brand {brand!r}: the active version is unusable: {error}"
+        raise IntakeError("invalid_brand_version", message) from error

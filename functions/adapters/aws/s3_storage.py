@@ -39,3 +39,21 @@ class S3Storage:
     def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         bucket, key = s3_location(uri)
         self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def write_new(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Put `uri` only if no object is there (`IfNoneMatch="*"`); False when one is."""
+        bucket, key = s3_location(uri)
+        try:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*")
+        except self.s3.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            return False
+        return True
+
+    def list_uris(self, prefix_uri: str) -> list[str]:
+        """Every object under the prefix `prefix_uri` (a folder: a trailing `/` is implied), sorted, as URIs."""
+        bucket, prefix = s3_location(prefix_uri)
+        prefix = prefix.rstrip("/") + "/"
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(f"s3://{bucket}/{item['Key']}" for page in pages for item in page.get("Contents") or ())

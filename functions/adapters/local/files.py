@@ -46,3 +46,32 @@ class FileStorage:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    def write_new(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write `uri` only if nothing is there (False when something is): a hard link of a finished temp file."""
+        path = self._confined(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.link(temporary, path)  # atomic, and refuses an existing name: never an overwrite
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+    def list_uris(self, prefix_uri: str) -> list[str]:
+        """Every file under the folder `prefix_uri` names (recursively, sorted), as URIs under `prefix_uri`."""
+        folder = self._confined(prefix_uri)
+        if not folder.is_dir():
+            return []
+        base = prefix_uri.rstrip("/")
+        return sorted(
+            f"{base}/{path.relative_to(folder).as_posix()}"
+            for path in folder.rglob("*")
+            if path.is_file() and not path.name.endswith(".partial")
+        )
