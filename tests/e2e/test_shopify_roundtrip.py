@@ -146,6 +146,26 @@ def test_a_webhook_product_round_trips_to_the_store_once(shop, tmp_path):
     approved = next((results / "approved").rglob("*.jpg")).read_bytes()
     assert b"algorithmicallyEnhanced" in approved
 
+    # When Shopify then sends products/update for the product, now showing our image too
+    process, endpoint = serve_webhooks(shop_dir, store.url.removeprefix("http://"))
+    try:
+        body = samples.body_of(store.webhook_product(product))
+        update = samples.headers(
+            body, topic="products/update", event_id="update-1", triggered_at="2026-11-30T18:00:00.000000000Z"
+        )
+        assert httpx.post(endpoint, content=body, headers=update).status_code == 200
+        intake_log = shop_dir / "shopify" / "intake.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not [
+            line for line in intake_log.read_text().splitlines() if '"stage": "intake", "event_id": "update-1"' in line
+        ]:
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    # Then intake takes in nothing new: our published image is a result, not a product photo
+    assert len(list(photo_folder.glob("*.jpg"))) == 1
+
     # When the publish is retried (the run again, approved again)
     again = catalog_run_with_review(shop_dir / "incoming" / "acme", results, store)
 
