@@ -7,6 +7,7 @@ import email.policy
 import html
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -68,16 +69,18 @@ def catalog(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_rejection_in_review_shows_up_in_the_next_dataset_check_as_a_failure_case(tmp_path):
-    # Given acme's photos, and a run waiting for a person's review on the loopback page
-    photos, out, brands = tmp_path / "photos", tmp_path / "out", tmp_path / "brands"
+    # Given acme's photos, two of them in a run waiting for a person's review on the loopback page
+    photos, intake, out, brands = tmp_path / "photos", tmp_path / "intake", tmp_path / "out", tmp_path / "brands"
     write_example_photos(photos, size=(240, 320))
+    for sku in ("TSHIRT-RED-001", "DRESS-SAGE-004"):
+        shutil.copytree(photos / sku, intake / sku)
     brands.mkdir()
     reviewer = RejectingReviewer(out)
     reviewer.start()
 
     # When the reviewer rejects one packshot as artefacts and approves the rest
     run = catalog(
-        "run", photos, "--out", out, "--brand", "acme", "--brands", brands, "--size", "256", "--workers", "1",
+        "run", intake, "--out", out, "--brand", "acme", "--brands", brands, "--size", "256", "--workers", "1",
         "--review", "local", "--review-timeout", "240",
     )  # fmt: skip
     reviewer.join(timeout=60)
