@@ -207,12 +207,16 @@ def _attach(
             ]
         },
     )["stagedUploadsCreate"]
-    if staged["userErrors"]:
-        return _result(
-            item, product["handle"], ShopifyMediaStatus.REJECTED, errors=_messages(staged["userErrors"])
-        ), product
+    problems = _messages(staged["userErrors"]) or (() if staged["stagedTargets"] else ("no staged upload target",))
+    if problems:
+        return _result(item, product["handle"], ShopifyMediaStatus.REJECTED, errors=problems), product
     target = staged["stagedTargets"][0]
-    admin.upload(target, data, name, content_type)
+    try:
+        admin.upload(target, data, name, content_type)
+    except ShopifyUnavailableError:
+        raise
+    except ShopifyRefusedError as refused:  # this file's upload (e.g. an expired target): the others may go on
+        return _result(item, product["handle"], ShopifyMediaStatus.REJECTED, errors=[str(refused)]), product
     alt = alt_text(product["title"], item.job_kind, profile.ai_disclosure, profile.ai_disclosure_text)[:_MAX_ALT]
     before = {m["id"] for m in product["media"]["nodes"]}
     updated = admin.execute(

@@ -130,6 +130,7 @@ class FakeShopifyStore:
         self.max_pixels = int(max_megapixels * 1_000_000)  # Shopify's documented ceiling for a MediaImage
         # True: new media stay PROCESSING with no image URL (as on Shopify, for a while) until `finish_processing`.
         self.processing = False
+        self.refuse_uploads = 0  # the next N staged uploads are refused (403, as for an expired upload policy)
         self.products: dict[str, FakeProduct] = {}
         self.files: dict[str, bytes] = {}  # the CDN: name -> bytes
         self.staged: dict[str, bytes] = {}  # staged uploads: key -> bytes
@@ -490,6 +491,10 @@ class FakeShopifyStore:
                     name = part.get_param("name", header="content-disposition")
                     payload = part.get_payload(decode=True)
                     fields[str(name)] = payload if isinstance(payload, bytes) else b""
+                if store.refuse_uploads:
+                    store.refuse_uploads -= 1
+                    self._send(403, b"<Error><Code>AccessDenied</Code>Request has expired</Error>", "application/xml")
+                    return
                 key = fields.get("key", b"").decode()
                 if not key or "file" not in fields or list(fields)[-1] != "file":
                     self._send(400, b"<Error><Code>InvalidArgument</Code></Error>", "application/xml")

@@ -225,6 +225,21 @@ def test_user_errors_are_reported_for_the_image_they_concern(store):
     assert len(product.media) == 1
 
 
+def test_a_refused_upload_rejects_that_image_and_the_next_one_goes_on(store):
+    # Given a store whose first staged upload is refused (an expired upload policy)
+    product = store.add_product("tee", "Tee", merchant_images=0)
+    store.refuse_uploads = 1
+
+    # When two images are published
+    result = Run("tee", kinds=("packshot", "lifestyle")).publish(client(store))
+
+    # Then the first is rejected with the reason, naming its file, and the second is attached
+    assert [m.status for m in result.media] == [ShopifyMediaStatus.REJECTED, ShopifyMediaStatus.ATTACHED]
+    (reason,) = result.media[0].errors
+    assert reason.startswith("the staged upload of tee-packshot-cip") and reason.endswith("refused (HTTP 403)")
+    assert len(product.media) == 1
+
+
 def test_a_product_deleted_since_the_webhook_is_a_terminal_state_and_the_rest_goes_on(store):
     # Given two products, one of which the merchant deleted after its webhook
     gone = store.add_product("old-tee", "Old tee", merchant_images=1)
