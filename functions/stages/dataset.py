@@ -685,8 +685,23 @@ def recover_interrupted_swap(out_dir: Path) -> None:
         else:
             previous.rename(out_dir)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.check-*"):
-        if leftover.is_dir() and leftover.name != f".{out_dir.name}.check-{os.getpid()}":
+        if leftover.is_dir() and not _still_running(leftover.name.rpartition("-")[2]):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _still_running(pid_text: str) -> bool:
+    """Whether the check that named a staging folder is still at work (then its folder is left alone)."""
+    if not pid_text.isdigit():
+        return False
+    if int(pid_text) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _swap_in(staging: Path, out_dir: Path) -> None:

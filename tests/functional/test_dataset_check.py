@@ -4,6 +4,8 @@ photo's verdict, captions they can edit, masks, buckets and a report; bad input 
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,7 +62,8 @@ def _write_feedback_run(out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory) -> tuple[int, str, Path, Path]:
-    """Eight good photos, a cut-short file, an empty frame and a copy; a run's feedback and approved image."""
+    """Eight good photos, a cut-short file, an empty frame, a copy, a photo with a bad sidecar; a run's feedback and
+    approved image."""
     root = tmp_path_factory.mktemp("check")
     photos = root / "photos"
     write_example_photos(photos, size=(240, 320))
@@ -70,6 +73,9 @@ def checked(tmp_path_factory) -> tuple[int, str, Path, Path]:
     good = (photos / "EXTRA-12" / "front.jpg").read_bytes()
     (photos / "EXTRA-12" / "cut.jpg").write_bytes(good[: len(good) // 3])
     Image.new("RGB", (240, 320), (244, 244, 244)).save(photos / "EMPTY-FRAME.jpg")
+    (photos / "BAD-SIDECAR").mkdir()
+    shutil.copy(photos / "EXTRA-10" / "front.jpg", photos / "BAD-SIDECAR" / "front.jpg")
+    (photos / "BAD-SIDECAR" / "product.json").write_text('{"title": "Hat", "category": "hats"}')
     run_out = root / "run-out"
     _write_feedback_run(run_out)
     out = root / "ds"
@@ -104,6 +110,7 @@ def test_every_photo_gets_a_verdict_and_a_reason_and_the_kept_ones_are_written(c
     assert verdicts["EXTRA-12/cut.jpg"] == ("refused", ["truncated_image"])
     assert verdicts["EMPTY-FRAME.jpg"] == ("refused", ["no_product"])
     assert verdicts["EXTRA-11/copy.jpg"] == ("refused", ["exact_duplicate"])
+    assert verdicts["BAD-SIDECAR/front.jpg"] == ("refused", ["invalid_sidecar"])
     kept = [p for p in dataset["photos"] if p["verdict"] == "kept"]
     assert len(kept) == 9  # 8 photos and the opted-in approved image
     assert any("only 9 photos kept" in warning for warning in dataset["warnings"])
@@ -122,7 +129,7 @@ def test_every_photo_gets_a_verdict_and_a_reason_and_the_kept_ones_are_written(c
     assert dress["caption"] == "sks, Slip dress, sage green dresses"
     assert sum(dataset["buckets"].values()) == 9 and dataset["dataset_sha256"]
     # And the terminal table names every refused file with its reason
-    assert "EXTRA-12/cut.jpg" in output and "truncated_image" in output and "9 of 12 photos kept" in output
+    assert "EXTRA-12/cut.jpg" in output and "truncated_image" in output and "9 of 13 photos kept" in output
 
 
 def test_the_feedback_shows_as_a_failure_case_and_the_approved_image_is_marked(checked):
@@ -207,9 +214,13 @@ def test_a_swap_cut_short_is_repaired_by_the_next_check(five_photo_dataset, tmp_
     shutil.copytree(first, out)
     (out / "images" / "TSHIRT-RED-001__front.txt").write_text("my words\n", encoding="utf-8")
     out.rename(tmp_path / ".ds.previous")
+    # ...and the half-built folder of a check that was killed (its process is gone)
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    (tmp_path / f".ds.check-{killed.pid}" / "images").mkdir(parents=True)
     # When the check runs again
     code, output = check(photos, "--out", out, "--brand", "acme", *SMALL)
-    # Then the previous dataset was put back first, so the edit was kept
+    # Then the previous dataset was put back first, so the edit was kept, and the leftover is gone
     assert code == 0, output
     assert (out / "images" / "TSHIRT-RED-001__front.txt").read_text(encoding="utf-8") == "my words\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
