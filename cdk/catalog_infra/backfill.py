@@ -10,8 +10,8 @@ TTL runs out, and to how many images a review digest can hold. Each batch's resu
 (`backfill/results/`, ResultWriter); a run fails only when more than the tolerated share of batches failed, and a
 stopped or failed run is redriven, or run again: every start is idempotent.
 
-Context: `backfillMaxConcurrency` (default: the endpoint's `maxInstances`), `backfillSecondsPerImage` (default 12:
-one GPU job on one instance), `backfillToleratedFailurePercent` (default 5).
+Context: `backfillMaxConcurrency` (default: the endpoint's `maxInstances`), `backfillSecondsPerImage` (default 20:
+one lifestyle job on one ml.g5.xlarge), `backfillToleratedFailurePercent` (default 5).
 """
 
 from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Validations
@@ -31,7 +31,9 @@ ITEMS_PER_BATCH = 10
 INVENTORY_PREFIX = "inventory/"  # where the intake bucket's S3 Inventory reports go (its manifest and data files)
 RESULTS_PREFIX = "backfill/results/"
 MAP_LABELS = ("Listing", "Inventory")  # the two Distributed Map states (and their map runs' labels)
-DEFAULT_SECONDS_PER_IMAGE = 12.0
+# One lifestyle job on one ml.g5.xlarge, as cdk/README.md states it (~180 an hour): with MaxConcurrency = instances,
+# the map starts images as fast as the endpoint drains them.
+DEFAULT_SECONDS_PER_IMAGE = 20.0
 DEFAULT_TOLERATED_FAILURE_PERCENT = 5
 BATCH_TIMEOUT = Duration.minutes(5)
 X_RAY = "X-Ray's PutTraceSegments/PutTelemetryRecords accept no resource but '*' (active tracing)."
