@@ -54,7 +54,7 @@ class GpuEndpoint(Construct):
         self.key = kms.Key(self, "Key", enable_key_rotation=True, description="GPU job tokens, topics, async I/O")
         self.success_topic = sns.Topic(self, "JobSucceeded", master_key=self.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "JobFailed", master_key=self.key, enforce_ssl=True)
-        image = self._build_image()
+        self.image = image = self._build_image()  # also the training jobs' image (training.py)
         self.model_role = self._build_model_role(image, storage)
         model = self._build_model(image, config, storage)
         self.endpoint = self._build_endpoint(model, config)

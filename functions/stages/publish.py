@@ -50,6 +50,7 @@ def feedback_record(review_id: str, brand: str, item: ReviewItem, decision: Revi
         adapter=provenance.adapter,
         adapter_version=provenance.adapter_version,
         seed=provenance.seed,
+        prompt=provenance.prompt,
     )
 
 

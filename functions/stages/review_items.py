@@ -3,8 +3,9 @@ where it came from (model, adapters and versions, seed), so a rejection says whi
 """
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
+from typing import Any
 
 from PIL import Image
 
@@ -40,7 +41,11 @@ def generated_publish_name(prepared: PreparedImage, result: JobResult, uri: str)
     return f"{prepared.publish_stem}.{result.kind.value}/{PurePosixPath(uri).name}"
 
 
-def provenance_for(result: JobResult, seed: int | None) -> GenerationProvenance:
+def provenance_for(
+    result: JobResult, seed: int | None, details: Mapping[str, Any] | None = None
+) -> GenerationProvenance:
+    """What made one output: model, adapters with their versions (`ss27=ss27@v3`), seed, and the prompt it used."""
+    details = details or {}
     adapters = sorted(result.adapter_versions.items())
     return GenerationProvenance(
         engine=result.kind.value,
@@ -48,6 +53,7 @@ def provenance_for(result: JobResult, seed: int | None) -> GenerationProvenance:
         adapter=",".join(name for name, _ in adapters) or None,
         adapter_version=",".join(f"{name}={version}" for name, version in adapters) or None,
         seed=seed,
+        prompt=prompt if isinstance(prompt := details.get("prompt"), str) else None,
     )
 
 
@@ -90,7 +96,7 @@ def review_items(
                         update={
                             "generated_thumbnail": None,
                             "publish_name": generated_publish_name(prepared, result, output.uri),
-                            "provenance": provenance_for(result, output.seed),
+                            "provenance": provenance_for(result, output.seed, output.details),
                         }
                     ),
                 )

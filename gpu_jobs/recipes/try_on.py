@@ -476,6 +476,7 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
                 "engine_version": engine.version,
                 "mask_limbs": mask_limbs,
                 "controlnet": controlnet,
+                "prompt": str(params.get("prompt", _DEFAULT_PROMPT)),  # with the seed: what the learning loop needs
                 **category_details,
             }
             if registry.is_tiny:

@@ -100,6 +100,8 @@ def test_the_promoted_version_is_what_the_lifestyle_job_uses_and_names(trained, 
     assert lifestyle["adapter_versions"] == {"ss27": "ss27@v1"}
     [item] = [item for item in entry["review_items"] if item["job_kind"] == "lifestyle"]
     assert item["details"]["provenance"]["adapter_version"] == "ss27=ss27@v1"
+    # And the prompt that made it is recorded, led by the version's trigger token
+    assert item["details"]["provenance"]["prompt"].startswith("acmestyle")
     published = [json.loads(line) for line in (out / "published.jsonl").read_text().splitlines()]
     [record] = [line for line in published if line["metadata"]["job-kind"] == "lifestyle"]
     assert record["metadata"]["adapter-version"] == "ss27=ss27@v1"
