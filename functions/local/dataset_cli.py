@@ -91,6 +91,10 @@ def check(
     duplicate_distance: Annotated[
         int, typer.Option(min=0, max=64, help="Near-duplicate gate: perceptual-hash Hamming distance.")
     ] = DatasetGates().duplicate_distance,
+    duplicate_colour_de: Annotated[
+        float,
+        typer.Option(min=0, help="...and colours this close (mean CIELAB ΔE): a recoloured product is no duplicate."),
+    ] = DatasetGates().duplicate_colour_de,
     min_product_share: Annotated[
         float, typer.Option(min=0, max=1, help="Coverage gate: the product's share of the frame, at least.")
     ] = DatasetGates().min_product_share,
@@ -142,6 +146,7 @@ def check(
             bucket_resolution=bucket_resolution,
             min_sharpness=min_sharpness,
             duplicate_distance=duplicate_distance,
+            duplicate_colour_de=duplicate_colour_de,
             min_product_share=min_product_share,
             max_edge_contact=max_edge_contact,
         )

@@ -70,6 +70,12 @@ class DatasetGates(BaseModel):
         default=0.3, description="Share of the product at pure black or white above this: its detail is lost."
     )
     duplicate_distance: int = Field(default=6, ge=0, le=64, description="pHash Hamming distance of a near duplicate.")
+    duplicate_colour_de: float = Field(
+        default=8.0,
+        ge=0,
+        description="...and its colours this close (mean CIELAB ΔE on an 8x8 grid): the same shirt in another colour "
+        "has the same pHash (it is computed on grey) but is a different training photo.",
+    )
     min_product_share: float = Field(default=0.05, description="Product area as a share of the frame, at least.")
     max_edge_contact: float = Field(
         default=0.04, description="Share of one frame edge the product may touch before it counts as cut off."
@@ -110,6 +116,7 @@ class AssessedPhoto:
     sha256: str | None = None
     pixels_sha256: str | None = None
     phash: imagehash.ImageHash | None = None
+    colours: np.ndarray | None = None  # CIELAB on an 8x8 grid: what pHash, computed on grey, cannot see
     sharpness: float = 0.0
     duplicate_group: str | None = None
     width: int | None = None
@@ -230,6 +237,7 @@ def assess_photo(
     photo.width, photo.height = image.size
     photo.pixels_sha256 = hashlib.sha256(image.tobytes()).hexdigest()
     photo.phash = imagehash.phash(image.convert("RGB"))
+    photo.colours = colour_grid(image)
 
     # 2. resolution as shot: intake never enlarges, and neither does anything here
     short = min(image.size)
@@ -322,8 +330,23 @@ def _quality_rank(photo: AssessedPhoto) -> tuple[int, int, float]:
     return (0 if photo.refused else 1, (photo.width or 0) * (photo.height or 0), photo.sharpness)
 
 
-def mark_duplicates(photos: Sequence[AssessedPhoto], max_distance: int) -> list[list[AssessedPhoto]]:
-    """Group exact (same pixels) and near (pHash within `max_distance`) duplicates; keep the best of each group."""
+def colour_grid(image: Image.Image) -> np.ndarray:
+    """The picture's colours on an 8x8 grid, in CIELAB (so distances are ΔE)."""
+    small = np.asarray(image.convert("RGB").resize((8, 8), Image.Resampling.BOX), dtype=np.float32) / 255.0
+    return np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2Lab), dtype=np.float32)
+
+
+def colour_difference(first: AssessedPhoto, second: AssessedPhoto) -> float:
+    """Mean ΔE between two photos' colour grids."""
+    assert first.colours is not None and second.colours is not None
+    return float(np.linalg.norm(first.colours - second.colours, axis=2).mean())
+
+
+def mark_duplicates(
+    photos: Sequence[AssessedPhoto], max_distance: int, max_colour_de: float = 8.0
+) -> list[list[AssessedPhoto]]:
+    """Group exact (same pixels) and near duplicates (pHash within `max_distance` and colours within
+    `max_colour_de`); keep the best of each group."""
     decoded = [photo for photo in photos if photo.phash is not None]
     parent = list(range(len(decoded)))
 
@@ -337,7 +360,8 @@ def mark_duplicates(photos: Sequence[AssessedPhoto], max_distance: int) -> list[
         for j in range(i + 1, len(decoded)):
             second = decoded[j]
             assert first.phash is not None and second.phash is not None
-            if first.pixels_sha256 == second.pixels_sha256 or first.phash - second.phash <= max_distance:
+            near = first.phash - second.phash <= max_distance and colour_difference(first, second) <= max_colour_de
+            if first.pixels_sha256 == second.pixels_sha256 or near:
                 parent[root(j)] = root(i)
 
     groups: dict[int, list[AssessedPhoto]] = {}
@@ -352,7 +376,12 @@ def mark_duplicates(photos: Sequence[AssessedPhoto], max_distance: int) -> list[
                 continue
             exact = photo.pixels_sha256 == best.pixels_sha256
             assert photo.phash is not None and best.phash is not None
-            kind = "an exact duplicate" if exact else f"a near duplicate (pHash distance {photo.phash - best.phash})"
+            kind = (
+                "an exact duplicate"
+                if exact
+                else f"a near duplicate (pHash distance {photo.phash - best.phash}, colour ΔE "
+                f"{colour_difference(photo, best):.1f})"
+            )
             photo.add(
                 "exact_duplicate" if exact else "near_duplicate",
                 f"{photo.candidate.source} is {kind} of {best.candidate.source}, which is kept instead.",
@@ -534,7 +563,7 @@ def check_dataset(
                 on_assessed(photo)
 
         # 2. duplicates across the set, then buckets and captions for what is kept
-        groups = mark_duplicates(assessed, gates.duplicate_distance)
+        groups = mark_duplicates(assessed, gates.duplicate_distance, gates.duplicate_colour_de)
         photos = [_dataset_photo(photo, options, edits.get(photo.id)) for photo in assessed]
 
         # 3. the count gate

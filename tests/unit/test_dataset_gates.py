@@ -114,19 +114,24 @@ def test_corrupt_bytes_are_refused_by_the_same_intake_as_catalog_run(tmp_path):
 
 
 def test_exact_and_near_duplicates_are_grouped_and_the_larger_photo_is_kept(tmp_path, studio_photo):
-    # Given a photo, its exact copy, a smaller re-save of it, and a different garment
+    # Given a photo, its exact copy, a smaller re-save of it, a different garment, and the same dress in another
+    # colour (the same shape: its pHash, computed on grey, is within the threshold, yet it is another product)
     other = render_product_photo("trousers", (34, 42, 72), (218, 218, 216), size=(240, 320), seed=2).image
+    recoloured = render_product_photo("dress", (160, 40, 90), (242, 222, 222), size=(240, 320), seed=4).image
     photos = [
         _assess(tmp_path, studio_photo, "a.jpg"),
         _assess(tmp_path, studio_photo, "b.jpg"),
         _assess(tmp_path, studio_photo.resize((200, 266)), "c.jpg"),
         _assess(tmp_path, other, "d.jpg"),
+        _assess(tmp_path, recoloured, "e.jpg"),
     ]
+    assert photos[0].phash is not None and photos[4].phash is not None
+    assert photos[0].phash - photos[4].phash <= 6
     # When duplicates are marked
     groups = mark_duplicates(photos, max_distance=6)
     # Then the three copies form one group; the first full-size one is kept, the others say which one is kept
     assert len(groups) == 1 and {p.candidate.source for p in groups[0]} == {"a.jpg", "b.jpg", "c.jpg"}
-    assert not photos[0].refused and photos[3].duplicate_group is None
+    assert not photos[0].refused and photos[3].duplicate_group is None and photos[4].duplicate_group is None
     assert _codes(photos[1]) == ["exact_duplicate"] and "a.jpg" in photos[1].findings[0].message
     assert _codes(photos[2]) == ["near_duplicate"]
 
