@@ -110,6 +110,7 @@ class ModelRegistry:
         self._controlnets: dict[str, Any] = {}
         self._adapters: OrderedDict[str, _LoadedAdapter] = OrderedDict()
         self._lora_enabled = False
+        self._active_embeddings: dict[str, tuple[str, ...]] = {}  # trigger word -> the loaded TI tokens for it
         self._cache: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._deadline: float | None = None
@@ -247,6 +248,7 @@ class ModelRegistry:
     def use_adapters(self, adapters: Sequence[AdapterRef]) -> dict[str, str]:
         """Activate exactly these LoRAs with their weights (loading any not yet cached); returns name -> version."""
         with self._lock:
+            self._active_embeddings = {}
             if not adapters:
                 if self._lora_enabled:
                     self._base.disable_lora()
@@ -262,7 +264,72 @@ class ModelRegistry:
             self._base.enable_lora()
             self._base.set_adapters([item.internal_name for item in loaded], [ref.weight for ref in adapters])
             self._lora_enabled = True
+            for ref in adapters:
+                if ref.embeddings_uri is not None:
+                    if not ref.embeddings_token:
+                        raise JobInputError(
+                            f"brand_profile.adapters.{ref.name}.embeddings_token",
+                            "embeddings need the word prompts use for them (the trigger token)",
+                        )
+                    self._active_embeddings[ref.embeddings_token] = self._load_embeddings(ref)
             return {ref.name: item.version for ref, item in zip(adapters, loaded, strict=True)}
+
+    def with_embedding_tokens(self, prompt: str) -> str:
+        """The prompt with each active trigger word replaced by its pivotal-tuning tokens (`<acme_ss27_v4_0>...`)."""
+        for word, tokens in self._active_embeddings.items():
+            prompt = re.sub(rf"(?<![\w<]){re.escape(word)}(?![\w>])", "".join(tokens), prompt)
+        return prompt
+
+    def _load_embeddings(self, ref: AdapterRef) -> tuple[str, ...]:
+        """Pivotal tuning's `learned_embeds.safetensors` ({"clip_l": [n, d1], "clip_g": [n, d2]}, the diffusers
+        advanced SDXL script's format) loaded once into both text encoders, under tokens unique to this version."""
+        uri = str(ref.embeddings_uri)
+        field = f"brand_profile.adapters.{ref.name}.embeddings_uri"
+        try:
+            storage.check(uri)
+        except storage.StorageError as error:
+            raise JobInputError(field, f"cannot read the embeddings of '{ref.name}': {error}") from error
+        cache_key = f"embeddings:{uri}#{ref.version or ''}"
+        if cache_key in self._cache:
+            tokens: tuple[str, ...] = self._cache[cache_key]
+            return tokens
+        try:
+            local = storage.fetch_to_cache(uri, self.config.lora_cache_dir)
+        except (FileNotFoundError, storage.StorageError) as error:
+            raise JobInputError(field, f"cannot read the embeddings of '{ref.name}': {error}") from error
+        from safetensors.torch import load_file
+
+        embeddings_file = local / "learned_embeds.safetensors" if local.is_dir() else local
+        try:
+            tensors = load_file(str(embeddings_file))
+        except (OSError, ValueError, RuntimeError) as error:
+            raise JobInputError(field, f"the embeddings of '{ref.name}' are not a safetensors file") from error
+        if set(tensors) != {"clip_l", "clip_g"} or tensors["clip_l"].shape[0] != tensors["clip_g"].shape[0]:
+            raise JobInputError(field, f"expected clip_l and clip_g with one row per token, got {sorted(tensors)}")
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", f"{ref.name}_{ref.version or _file_digest(embeddings_file)}")[:60]
+        tokens = tuple(f"<{stem}_{index}>" for index in range(tensors["clip_l"].shape[0]))
+        base = self._base
+        # As pivotal tuning added them (gpu_jobs.training.lora.add_pivotal_tokens): new tokens in each tokenizer, their
+        # rows in each text encoder's input embeddings. A tokenizer two encoders share gets the tokens once.
+        for key, encoder, tokenizer in (
+            ("clip_l", base.text_encoder, base.tokenizer),
+            ("clip_g", base.text_encoder_2, base.tokenizer_2),
+        ):
+            table = encoder.get_input_embeddings()
+            if tensors[key].shape[1] != table.embedding_dim:
+                raise JobInputError(
+                    field, f"{key} rows are {tensors[key].shape[1]} wide, the text encoder's {table.embedding_dim}"
+                )
+            tokenizer.add_tokens([token for token in tokens if token not in tokenizer.get_vocab()])
+            ids = tokenizer.convert_tokens_to_ids(list(tokens))
+            if max(ids) >= table.num_embeddings:
+                encoder.resize_token_embeddings(len(tokenizer))
+                table = encoder.get_input_embeddings()
+            with torch.no_grad():
+                table.weight[ids] = tensors[key].to(table.weight.device, table.weight.dtype)
+        logger.info("loaded TI embeddings %s for %s from %s", "".join(tokens), ref.embeddings_token, uri)
+        self._cache[cache_key] = tokens
+        return tokens
 
     def _load_adapter(self, ref: AdapterRef) -> _LoadedAdapter:
         field = f"brand_profile.adapters.{ref.name}.uri"

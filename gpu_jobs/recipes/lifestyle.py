@@ -84,6 +84,7 @@ def run(request: JobRequest, registry: ModelRegistry) -> JobResult:
         registry.check_licence(registry.config.controlnets[controlnet], brand_commercial=brand_commercial)
     adapter_versions = registry.use_adapters(profile.adapters if profile is not None else ())
     prompt, negative_prompt = _prompts(request, profile)
+    prompt = registry.with_embedding_tokens(prompt)  # the trigger word -> its pivotal-tuning tokens, when loaded
     timings["prepare"] = time.perf_counter() - started
 
     # 3. place the product on the canvas (inpaint) or prepare the init image (img2img)
