@@ -23,6 +23,7 @@ from functions.stages.dataset import (
     check_caption_template,
     check_out_folder,
     check_trigger_token,
+    require_imagehash,
 )
 from schemas.dataset import DatasetPhoto, PhotoOrigin, PhotoVerdict
 
@@ -150,6 +151,7 @@ def check(
             min_product_share=min_product_share,
             max_edge_contact=max_edge_contact,
         )
+        require_imagehash()
         check_brand(brand)
         check_caption_template(caption_template)
         check_trigger_token(trigger_token)

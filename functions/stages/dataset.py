@@ -205,6 +205,16 @@ def measure_coverage(mask: Image.Image) -> tuple[float, float]:
     return float(product.mean()), max(float(edge.mean()) for edge in edges)
 
 
+def require_imagehash() -> None:
+    """The perceptual hash comes from the `train` extra; say how to install it rather than fail on an import."""
+    try:
+        import imagehash  # noqa: F401
+    except ImportError as error:
+        raise ConfigurationError(
+            "the dataset check needs imagehash for its duplicate gate: pip install -e '.[train]'."
+        ) from error
+
+
 def assess_photo(
     candidate: CandidatePhoto,
     photo_id: str,
@@ -546,6 +556,7 @@ def check_dataset(
     """Run every gate over the candidates and, unless refused, replace `out_dir` with the new dataset in one swap."""
     gates = options.gates
     check_caption_template(options.caption_template)
+    require_imagehash()
     out_dir = out_dir.absolute()
     parent_was_there = out_dir.parent.is_dir()
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -279,3 +279,13 @@ def test_a_captioner_folder_that_is_missing_is_a_usage_error(tmp_path):
     photos.mkdir()
     code, output = check(photos, "--out", tmp_path / "ds", "--brand", "acme", "--captioner", tmp_path / "none")
     assert code == 2 and "never downloaded" in output
+
+
+def test_a_missing_imagehash_names_the_extra_to_install(tmp_path, monkeypatch):
+    # Given a machine without the `train` extra
+    monkeypatch.setitem(sys.modules, "imagehash", None)  # makes `import imagehash` raise ImportError
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    # When the check is asked for, then it stops before any work, saying what to install
+    code, output = check(photos, "--out", tmp_path / "ds", "--brand", "acme")
+    assert code == 2 and "pip install -e '.[train]'" in output and not (tmp_path / "ds").exists()
