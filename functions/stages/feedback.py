@@ -57,8 +57,6 @@ def parse_feedback(data: bytes, where: str, brand: str) -> FeedbackRead:
 
 def failure_case(record: FeedbackRecord) -> FailureCase:
     """One rejection, with what made it: the prompt (when the record has one), seed, adapter and model versions."""
-    # Lines written before the prompt was recorded lack it; the field is optional on both sides.
-    prompt = record.model_dump().get("prompt")
     return FailureCase(
         reason=record.reason or RejectionReason.OTHER,
         review_id=record.review_id,
@@ -67,7 +65,7 @@ def failure_case(record: FeedbackRecord) -> FailureCase:
         job_kind=record.job_kind,
         generated=record.generated,
         note=record.note,
-        prompt=prompt if isinstance(prompt, str) else None,
+        prompt=record.prompt,  # None on lines written before prompts were recorded
         seed=record.seed,
         adapter=record.adapter,
         adapter_version=record.adapter_version,

@@ -190,8 +190,10 @@ def test_the_users_caption_edit_is_recognised_and_stays_recognised(tmp_path):
         PreviousDataset.read(tmp_path).edited_caption("d")
 
 
-def _feedback(item_id: str, verdict: Verdict, reason: RejectionReason | None, brand: str = "acme") -> str:
-    return FeedbackRecord(
+def _feedback(
+    item_id: str, verdict: Verdict, reason: RejectionReason | None, brand: str = "acme", prompt: str | None = None
+) -> str:
+    record = FeedbackRecord(
         review_id="r" * 16,
         item_id=item_id,
         brand=brand,
@@ -208,7 +210,11 @@ def _feedback(item_id: str, verdict: Verdict, reason: RejectionReason | None, br
         seed=7,
         adapter="acme-style",
         adapter_version="v3",
-    ).model_dump_json()
+        prompt=prompt,
+    ).model_dump(mode="json")
+    if prompt is None:
+        del record["prompt"]  # as lines written before prompts were recorded
+    return json.dumps(record)
 
 
 def test_rejections_become_failure_cases_grouped_by_reason_and_bad_lines_are_named(tmp_path):
@@ -216,7 +222,7 @@ def test_rejections_become_failure_cases_grouped_by_reason_and_bad_lines_are_nam
     lines = [
         _feedback("i1", Verdict.REJECTED, RejectionReason.WRONG_COLOUR),
         _feedback("i2", Verdict.REJECTED, RejectionReason.ARTEFACTS),
-        _feedback("i3", Verdict.REJECTED, RejectionReason.WRONG_COLOUR),
+        _feedback("i3", Verdict.REJECTED, RejectionReason.WRONG_COLOUR, prompt="sks dress on a terrace"),
         _feedback("i4", Verdict.REJECTED, RejectionReason.OFF_BRAND, brand="other"),
         '{"review_id": "x"}',
     ]
@@ -230,6 +236,8 @@ def test_rejections_become_failure_cases_grouped_by_reason_and_bad_lines_are_nam
     ]
     assert groups[RejectionReason.WRONG_COLOUR][0].seed == 7
     assert groups[RejectionReason.WRONG_COLOUR][0].adapter_version == "v3"
+    # And the prompt when the line has one (older lines, written before prompts were recorded, have none)
+    assert [c.prompt for c in groups[RejectionReason.WRONG_COLOUR]] == [None, "sks dress on a terrace"]
     # And the broken line is reported by file and line number
     assert len(read.problems) == 1 and "feedback/acme.jsonl line 5" in read.problems[0]
 
