@@ -285,3 +285,33 @@ def test_rejected_cases_rerun_with_their_prompts_and_seeds_counted_per_reason(
     # and the report shows the table
     html = result.paths["html"].read_text()
     assert 'id="learning-loop"' in html and "2 of 2" in html
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from functions.local.cli import app
+
+    products = tmp_path / "products"
+    products.mkdir()
+    write_cutout(products / "shirt-1.png")
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("- id: a\n  prompt: one\n- id: a\n  prompt: two\n")
+    out = tmp_path / "cmp"
+
+    def compare(*extra: str) -> tuple[int, str]:
+        args = ["compare", "--brand", "acme", "--prompts", str(prompts), "--products", str(products), "--out", str(out)]
+        result = CliRunner().invoke(app, [*args, *extra])
+        return result.exit_code, " ".join(result.output.split())
+
+    # A prompts file with a repeated id names the file and the ids
+    code, output = compare("--engines", "openai:gpt-image-1")
+    assert code == 2 and "prompts.yaml: prompt ids must be unique" in output
+    prompts.write_text("- a shirt\n")
+    # An engine that does not exist says which forms exist
+    code, output = compare("--engines", "midjourney")
+    assert code == 2 and "'midjourney' is not an engine; use base," in output
+    # Our recipes without --models say what to add
+    code, output = compare("--engines", "base")
+    assert code == 2 and "our recipes need --models" in output
+    assert not (out / "summary.json").exists()
