@@ -346,7 +346,9 @@ def runner_factory(models: str, *, wait_s: float = 0.0) -> Callable[[], JobRunne
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gpu_jobs.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", choices=["serve"], help="SageMaker passes 'serve'; optional")
+    parser.add_argument(
+        "command", nargs="?", choices=["serve", "train"], help="SageMaker passes 'serve' (endpoint) or 'train' (job)"
+    )
     parser.add_argument(
         "--models",
         default=os.environ.get("GPU_JOBS_MODELS", str(DEFAULT_CONFIG)),
@@ -390,6 +392,10 @@ def storage_scope(args: argparse.Namespace, environ: Mapping[str, str] | None = 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":  # a SageMaker training job runs the same image with `train`
+        from .training.sagemaker_train import main as train_main
+
+        return train_main([])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.models != "tiny" and not Path(args.models).is_file():

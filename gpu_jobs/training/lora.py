@@ -708,7 +708,6 @@ def train_lora(
         # 7. Save: the diffusers LoRA, its kohya export, the pivotal embeddings, training.json.
         embeddings_file = None
         _save_lora(output_dir, unet, text_encoders if config.train_text_encoder else None, config)
-        _save_kohya(output_dir)
         if token_modules:
             from safetensors.torch import save_file
 
@@ -768,23 +767,28 @@ def _lora_state(model: Any, config: TrainingConfig) -> dict[str, torch.Tensor]:
 
 
 def _save_lora(output_dir: Path, unet: Any, text_encoders: Sequence[Any] | None, config: TrainingConfig) -> None:
+    """`pytorch_lora_weights.safetensors` (diffusers) and its kohya twin, from the same peft tensors."""
     from diffusers import StableDiffusionXLPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
+    from safetensors.torch import save_file
 
-    layers: dict[str, Any] = {"unet_lora_layers": convert_state_dict_to_diffusers(_lora_state(unet, config))}
+    parts = {"unet": _lora_state(unet, config)}
     if text_encoders is not None:
-        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(_lora_state(text_encoders[0], config))
-        layers["text_encoder_2_lora_layers"] = convert_state_dict_to_diffusers(_lora_state(text_encoders[1], config))
-    StableDiffusionXLPipeline.save_lora_weights(str(output_dir), weight_name=LORA_FILE, **layers)
-
-
-def _save_kohya(output_dir: Path) -> None:
-    """The saved diffusers LoRA in kohya's key names (`lora_unet_...lora_down.weight`, `.alpha`), as the
-    advanced script exports it."""
-    from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
-    from safetensors.torch import load_file, save_file
-
-    peft_state = convert_all_state_dict_to_peft(load_file(str(output_dir / LORA_FILE)))
+        parts["text_encoder"] = _lora_state(text_encoders[0], config)
+        parts["text_encoder_2"] = _lora_state(text_encoders[1], config)
+    StableDiffusionXLPipeline.save_lora_weights(
+        str(output_dir),
+        weight_name=LORA_FILE,
+        unet_lora_layers=convert_state_dict_to_diffusers(parts["unet"]),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(parts["text_encoder"]) if text_encoders else None,
+        text_encoder_2_lora_layers=convert_state_dict_to_diffusers(parts["text_encoder_2"]) if text_encoders else None,
+    )
+    # Kohya names text-encoder layers from CLIP's `text_model`, which newer transformers no longer nest under.
+    peft_state = {
+        f"{prefix}.{'text_model.' if prefix != 'unet' and not key.startswith('text_model.') else ''}{key}": value
+        for prefix, state in parts.items()
+        for key, value in state.items()
+    }
     save_file(convert_state_dict_to_kohya(peft_state), str(output_dir / KOHYA_FILE))
 
 
