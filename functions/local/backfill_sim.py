@@ -20,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 
@@ -146,6 +147,25 @@ def batches_of(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict
         yield batch
 
 
+@contextmanager
+def serialized_asl_parsing() -> Iterator[None]:
+    """One state machine definition parsed at a time. moto 5.2's ASL Preprocessor keeps its query-language scope
+    stack in a class attribute (`_query_language_per_scope = []`), shared by every execution thread: two executions
+    starting at once (the map's concurrent batches do that) can pop each other's scope, and the loser's thread dies
+    with an IndexError, leaving its execution RUNNING for ever."""
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    parse = AmazonStateLanguageParser.parse
+    lock = threading.Lock()
+
+    def parse_alone(definition: str) -> Any:
+        with lock:
+            return parse(definition)
+
+    with mock.patch.object(AmazonStateLanguageParser, "parse", staticmethod(parse_alone)):
+        yield
+
+
 class _QuietProgress:
     """The flow driver's progress hooks; the backfill shows its own counts."""
 
@@ -182,6 +202,7 @@ class SimBackfill:
     def _enter(self, stack: SynthesizedStack) -> None:
         cleanup = self._cleanup
         _enter_sim_process(cleanup)
+        cleanup.enter_context(serialized_asl_parsing())
         self.deployment: Deployment = deploy(stack)
         self.functions = LambdaFunctions(
             self.deployment.routes, self.deployment.memory, concurrency=self.settings.workers
