@@ -475,6 +475,8 @@ def train_lora(
         for module in (unet, vae, *text_encoders):
             module.requires_grad_(False)
         unet.to(device, dtype=weight_dtype)
+        if device.type == "cuda":
+            unet.to(memory_format=torch.channels_last)  # faster convolutions under bf16/fp16 on tensor cores
         vae.to(device, dtype=torch.float32)
         for text_encoder in text_encoders:
             text_encoder.to(device, dtype=weight_dtype)
@@ -792,6 +794,22 @@ def _save_lora(output_dir: Path, unet: Any, text_encoders: Sequence[Any] | None,
     save_file(convert_state_dict_to_kohya(peft_state), str(output_dir / KOHYA_FILE))
 
 
+def _decode(vae: Any, image_processor: Any, latents: torch.Tensor) -> Image.Image:
+    """Latents to an image with the VAE in float32 outside autocast: SDXL's VAE overflows in fp16."""
+    with torch.autocast(latents.device.type, enabled=False):
+        latents = latents.to(torch.float32)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            shift = torch.tensor(mean, device=latents.device).view(1, -1, 1, 1)
+            spread = torch.tensor(std, device=latents.device).view(1, -1, 1, 1)
+            latents = latents * spread / vae.config.scaling_factor + shift
+        else:
+            latents = latents / vae.config.scaling_factor
+        decoded = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+    image: Image.Image = image_processor.postprocess(decoded.float(), output_type="pil")[0]
+    return image
+
+
 def _validate(
     config: TrainingConfig,
     step: int,
@@ -831,13 +849,15 @@ def _validate(
             row = []
             for seed in config.validation_seeds:
                 generator = torch.Generator(device=device).manual_seed(seed)
-                image = pipe(
+                latents = pipe(
                     prompt,
                     width=width,
                     height=height,
                     num_inference_steps=config.validation_inference_steps,
                     generator=generator,
-                ).images[0]
+                    output_type="latent",
+                ).images
+                image = _decode(vae, pipe.image_processor, latents)
                 path = folder / f"prompt-{index}-seed{seed}.png"
                 image.save(path)
                 written.append(os.path.relpath(path, output_dir))
