@@ -17,6 +17,15 @@ from schemas import AdapterRef
 PROMPT = "acmestyle, a linen shirt on a terrace"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core runner two OpenMP threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_embeddings(path: Path, rows: int = 2, seed: int = 5) -> Path:
     generator = torch.Generator().manual_seed(seed)
     save_file(
