@@ -51,7 +51,7 @@ def run(
     brand: Annotated[str, typer.Option("--brand", help="The brand, e.g. acme.")],
     name: Annotated[str, typer.Option("--name", help="The adapter's name; versions are <name>@vN.")],
     models: Annotated[
-        str, typer.Option("--models", help="'tiny' (random tiny models, CPU) or a model-config JSON (default: tiny).")
+        str, typer.Option("--models", help="'tiny' (random tiny models, CPU) or a model-config JSON.")
     ] = "tiny",
     brands: Annotated[
         str | None,
@@ -59,30 +59,26 @@ def run(
             help="The brand store: a folder, or s3://bucket/prefix/ (default: $CATALOG_BRANDS_DIR or ./brands)."
         ),
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Training steps (default: 1000).")] = 1000,
-    rank: Annotated[int, typer.Option(help="LoRA rank (default: 16).")] = 16,
-    learning_rate: Annotated[float, typer.Option(help="UNet LoRA learning rate (default: 1e-4).")] = 1e-4,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 1000,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    learning_rate: Annotated[float, typer.Option(help="UNet LoRA learning rate.")] = 1e-4,
     pivotal: Annotated[
-        bool, typer.Option("--pivotal/--no-pivotal", help="Also learn the trigger token's embeddings (default: off).")
+        bool, typer.Option("--pivotal/--no-pivotal", help="Also learn the trigger token's embeddings.")
     ] = False,
     train_text_encoder: Annotated[
-        bool, typer.Option("--train-text-encoder", help="LoRA on the text encoders too (default: off).")
+        bool, typer.Option("--train-text-encoder", help="LoRA on the text encoders too.")
     ] = False,
-    masked_loss: Annotated[
-        bool, typer.Option("--masked-loss", help="Weight the loss by the product masks (default: off).")
-    ] = False,
-    mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16 (default: no).")] = "no",
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (default: 250).")] = 250,
+    masked_loss: Annotated[bool, typer.Option("--masked-loss", help="Weight the loss by the product masks.")] = False,
+    mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16.")] = "no",
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 250,
     validation_every: Annotated[
         int | None, typer.Option(help="Steps between validation grids (default: only at the end).")
     ] = None,
-    validation_steps: Annotated[int, typer.Option(help="Denoising steps of each validation image (default: 25).")] = 25,
-    on: Annotated[Runtime, typer.Option("--on", help="Where to train: local | sagemaker (default: local).")] = (
-        Runtime.LOCAL
-    ),
-    instance_type: Annotated[str, typer.Option(help="SageMaker instance (default: ml.g5.2xlarge).")] = "ml.g5.2xlarge",
-    spot: Annotated[bool, typer.Option("--spot", help="SageMaker managed spot training (default: off).")] = False,
-    max_run: Annotated[int, typer.Option(help="SageMaker maximum run time in seconds (default: 14400).")] = 14400,
+    validation_steps: Annotated[int, typer.Option(help="Denoising steps of each validation image.")] = 25,
+    on: Annotated[Runtime, typer.Option("--on", help="Where to train: local | sagemaker.")] = (Runtime.LOCAL),
+    instance_type: Annotated[str, typer.Option(help="SageMaker instance.")] = "ml.g5.2xlarge",
+    spot: Annotated[bool, typer.Option("--spot", help="SageMaker managed spot training.")] = False,
+    max_run: Annotated[int, typer.Option(help="SageMaker maximum run time in seconds.")] = 14400,
     role_arn: Annotated[
         str | None, typer.Option(help="The stack's TrainingRoleArn output (default: $CATALOG_TRAINING_ROLE_ARN).")
     ] = None,
