@@ -150,13 +150,20 @@ def build_gate(
     brand: str,
     *,
     models: str | None = None,
+    endpoint: str | None = None,
+    work: str | None = None,
     runner_factory: Callable[[str, list[Path]], Any] | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> PromotionGate | None:
     """The brand's gate, or None when the brand store keeps no validation set for it (the CLI says so).
 
+    On AWS (an s3:// store and `endpoint`, default $CATALOG_GATE_ENDPOINT, with `work`, default $CATALOG_GATE_WORK)
+    our recipes run on the deployed endpoint; otherwise here, with the validation set's `models`.
     Every problem (a malformed validation set, no models, a cutout missing) is a BrandStoreError: a refusal."""
-    work_root, upload = _local_brand_folder(storage, brands_uri, brand)
+    endpoint = endpoint or os.environ.get("CATALOG_GATE_ENDPOINT") or None
+    work = work or os.environ.get("CATALOG_GATE_WORK") or None
+    on_endpoint = endpoint is not None and brands_uri.startswith("s3://")
+    work_root, upload = _local_brand_folder(storage, brands_uri, brand, with_versions=not on_endpoint)
     try:
         validation = read_validation_set(work_root)
     except GridInputError as error:
@@ -164,6 +171,8 @@ def build_gate(
     if validation is None:
         return None
     chosen_models = models or validation.models or os.environ.get("CATALOG_GATE_MODELS")
+    if on_endpoint:
+        chosen_models = f"endpoint:{endpoint}"
     if chosen_models is None:
         raise BrandStoreError(
             f"{brand}'s validation set names no models: add `models: <config JSON or tiny>` to it, or set "
@@ -193,11 +202,17 @@ def build_gate(
         factory = (
             runner_factory or DEFAULT_RUNNER_FACTORY or (lambda models, roots: recipe_runner_factory(models, roots)())
         )
-        context = EngineContext(
-            brand=brand,
-            brands_uri=work_root.parent.resolve().as_uri(),
-            recipe_runner_factory=lambda: factory(chosen_models, roots),
-        )
+        if on_endpoint and endpoint is not None:
+            from functions.local.compare_cli import endpoint_context
+            from functions.stages.comparison.prices import PriceTable
+
+            context = endpoint_context(brand, brands_uri, endpoint, work, PriceTable())
+        else:
+            context = EngineContext(
+                brand=brand,
+                brands_uri=work_root.parent.resolve().as_uri(),
+                recipe_runner_factory=lambda: factory(str(chosen_models), roots),
+            )
         out.mkdir(parents=True, exist_ok=True)
         say(
             f"promotion gate: {candidate} against {baseline} on {len(plan.prompts)} prompts x "
@@ -218,10 +233,11 @@ def build_gate(
 
 
 def _local_brand_folder(
-    storage: VersionStorage, brands_uri: str, brand: str
+    storage: VersionStorage, brands_uri: str, brand: str, *, with_versions: bool = True
 ) -> tuple[Path, Callable[[Path], str] | None]:
     """The brand's folder on this machine: the store itself for a folder store; for S3, a copy of the validation set
-    and the versions in a temporary folder, with an upload of the gate's report back next to the candidate."""
+    (and the versions, unless the endpoint reads them itself) in a temporary folder, with an upload of the gate's
+    report back next to the candidate."""
     if brands_uri.startswith("file://"):
         from urllib.parse import unquote, urlparse
 
@@ -230,7 +246,8 @@ def _local_brand_folder(
     prefix = brand_uri(brands_uri, brand)
     for uri in storage.list_uris(prefix):
         relative = uri[len(prefix) + 1 :]
-        if relative.startswith(("validation", "versions/")) and "/gate/" not in relative:
+        wanted = ("validation", "versions/") if with_versions else ("validation",)
+        if relative.startswith(wanted) and "/gate/" not in relative:
             target = local / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(storage.read_bytes(uri))

@@ -56,8 +56,9 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         yield s3
 
 
-def endpoint_answers(s3, results: list[bool]) -> None:
-    """Queue the endpoint's answers: for each True, a lifestyle result whose files are in S3; for False, a failure."""
+def endpoint_answers(s3, results: list[bool | str]) -> None:
+    """Queue the endpoint's answers: for each True, a lifestyle result whose files are in S3; for False, a failure;
+    for "altered", a result whose product pixels were repainted."""
     from moto.sagemakerruntime.models import sagemakerruntime_backends
 
     queue = sagemakerruntime_backends[ACCOUNT][REGION].async_results_queue
@@ -71,6 +72,8 @@ def endpoint_answers(s3, results: list[bool]) -> None:
         keep = placed[..., 3] >= 128
         image = np.random.default_rng(index).integers(40, 200, (SIZE, SIZE, 3)).astype(np.uint8)
         image[keep] = placed[..., :3][keep]
+        if ok == "altered":
+            image[keep] = np.clip(image[keep].astype(int) + np.array([0, 60, 60]), 0, 255).astype(np.uint8)
         prefix = f"s3://work/endpoint-wrote/{index}"
         files = {"lifestyle_0.png": Image.fromarray(image), "placed.png": Image.fromarray(placed, "RGBA"),
                  "keep_mask.png": Image.fromarray(np.where(keep, 255, 0).astype(np.uint8))}  # fmt: skip
@@ -152,3 +155,39 @@ def test_compare_runs_our_recipes_on_the_deployed_endpoint_and_records_its_failu
     assert summary["engines"]["acme/ss27@v1"]["failed"] == {"internal_error": 1}
     failed = json.loads((tmp_path / "cmp/cells/terrace/shirt-1/acme-ss27@v1/seed-1/cell.json").read_text())
     assert failed["message"] == "CUDA out of memory"
+
+
+def test_the_promotion_gate_runs_on_the_endpoint_against_the_s3_brand_store(aws) -> None:
+    from functions.local.promotion_gate import build_gate
+    from functions.stages.brand_versions import BrandStoreError, latest_promotion, promote
+
+    s3 = aws
+    storage = S3Storage(s3)
+    # Given the deployed brand store: ss27@v1 active, ss27@v2 registered, a validation set with one product
+    for run in ("one", "two"):
+        files = {"pytorch_lora_weights.safetensors": f"weights {run}".encode()}
+        register_version(storage, "s3://brands/", "acme", "ss27", files, run_key=run, source="local")
+    promote(storage, "s3://brands/", "acme", "ss27@v1", gate=None, force_reason=None, actor="test")
+    validation = "prompts: [a shirt on a terrace]\nproducts: validation/products\nseeds: [0, 1]\nsize: 64\n"
+    s3.put_object(Bucket="brands", Key="acme/validation.yaml", Body=validation.encode())
+    s3.put_object(Bucket="brands", Key="acme/validation/products/shirt-1.png", Body=write_cutout_to_memory().read())
+    # and an endpoint on which ss27@v2 repaints the product (the active version's two jobs come first)
+    endpoint_answers(s3, [True, True, "altered", "altered"])
+
+    # When ss27@v2 is promoted with the gate on the endpoint
+    gate = build_gate(storage, "s3://brands/", "acme", endpoint=ENDPOINT, work="s3://work/gate/")
+    with pytest.raises(BrandStoreError) as refused:
+        promote(storage, "s3://brands/", "acme", "ss27@v2", gate=gate, force_reason=None, actor="test")
+
+    # Then it is refused for the product's pixels, and the comparison is kept next to the candidate in the store
+    message = str(refused.value)
+    assert "product_pixels_preserved fell from 1 to 0" in message
+    report_key = "acme/versions/ss27@v2/gate/against-ss27@v1/report.html"
+    assert f"s3://brands/{report_key}" in message
+    assert s3.head_object(Bucket="brands", Key=report_key)["ContentType"] == "text/html"
+    summary = json.loads(
+        s3.get_object(Bucket="brands", Key=report_key.replace("report.html", "summary.json"))["Body"].read()
+    )
+    assert list(summary["engines"]) == ["acme/ss27@v1", "acme/ss27@v2"]
+    latest = latest_promotion(storage, "s3://brands/", "acme")
+    assert latest is not None and latest.version == "ss27@v1"
