@@ -17,6 +17,7 @@ from . import (
     ReviewTask,
     RunManifest,
 )
+from .brand_versions import BrandVersion, PromotionRecord
 from .shopify import ShopifySettings
 from .workflow import ChecksInput, ExecutionInput, PreparedImage, PublishInput, PublishResult, ReviewRequest
 
@@ -38,6 +39,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "publish-input": PublishInput,
     "publish-result": PublishResult,
     "shopify-settings": ShopifySettings,  # <brands>/<brand>/shopify.json
+    "brand-version": BrandVersion,  # <brands>/<brand>/versions/<name>@v<N>/version.json
+    "promotion-record": PromotionRecord,  # <brands>/<brand>/promotions/<seq>.json
 }
 
 
