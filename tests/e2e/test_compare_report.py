@@ -15,12 +15,16 @@ from typer.testing import CliRunner
 from functions.adapters.local.files import FileStorage, file_uri
 from functions.local.cli import app
 from functions.stages.brand_versions import register_version
-from tests.e2e.test_review_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.fakes.bedrock_runtime import FakeBedrockRuntime
 from tests.fakes.openai_images import API_KEY, FakeOpenAIImages
 from tests.functional.test_compare_engines import write_cutout
 
 pytestmark = pytest.mark.e2e
+
+# As tests/e2e/test_review_browser.py runs Debian's chromium.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).parent / "artifacts"
 
 ENGINES = ["base", "acme/ss27@v1", "controlnet:canny", "openai:gpt-image-1", "bedrock:amazon.nova-canvas-v1:0"]
 
