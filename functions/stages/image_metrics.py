@@ -280,33 +280,49 @@ def garment_delta_e(output_rgb: np.ndarray, reference_rgb: np.ndarray, mask: np.
     return float(np.mean(deltaE_ciede2000(lab_reference, lab_output)))
 
 
+SILHOUETTE_WORKING_SIDE = 256  # GrabCut runs at this size at most: the outline, not the texture, is what counts
+SILHOUETTE_SEEDS = (0, 1, 2)  # GrabCut's GMMs start from k-means on OpenCV's global RNG
+
+
 def silhouette_iou(output_rgb: np.ndarray, expected_mask: np.ndarray, iterations: int = 3) -> float:
     """IoU of `expected_mask` and the object GrabCut segments in the output, seeded with that mask.
 
-    Pixels well inside the mask start as probable foreground, a band around it as probable background and the rest
-    as sure background; a product whose outline the engine changed loses (or gains) pixels and its IoU drops.
+    Pixels inside the mask start as probable foreground, a band around it as probable background and the rest as
+    sure background; a product whose outline the engine changed loses (or gains) pixels and its IoU drops. GrabCut
+    starts from k-means on OpenCV's global random state, so it runs from fixed seeds (the same image always scores
+    the same, whatever ran before) and the median is kept: one start that collapses to nothing does not decide.
     """
     import cv2
 
     if not expected_mask.any():
         raise ValueError("the expected mask is empty")
+    scale = SILHOUETTE_WORKING_SIDE / max(expected_mask.shape)
+    if scale < 1:
+        size = (max(1, round(expected_mask.shape[1] * scale)), max(1, round(expected_mask.shape[0] * scale)))
+        output_rgb = cv2.resize(output_rgb, size, interpolation=cv2.INTER_AREA)
+        expected_mask = cv2.resize(expected_mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     height, width = expected_mask.shape
     side = max(3, round(0.08 * max(height, width)) | 1)
     grown = cv2.dilate(expected_mask.astype(np.uint8), np.ones((side, side), np.uint8)).astype(bool)
-    seeds = np.full(expected_mask.shape, cv2.GC_BGD, np.uint8)
-    seeds[grown] = cv2.GC_PR_BGD
-    seeds[expected_mask] = cv2.GC_PR_FGD
+    start = np.full(expected_mask.shape, cv2.GC_BGD, np.uint8)
+    start[grown] = cv2.GC_PR_BGD
+    start[expected_mask] = cv2.GC_PR_FGD
     if grown.all():  # GrabCut needs some background to learn from
-        seeds[0, :] = seeds[-1, :] = cv2.GC_BGD
-    background_model, foreground_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        start[0, :] = start[-1, :] = cv2.GC_BGD
     bgr = np.ascontiguousarray(output_rgb[..., ::-1])
-    try:
-        cv2.grabCut(bgr, seeds, None, background_model, foreground_model, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
-    except cv2.error:  # a single-colour image has no second colour cluster to learn: nothing separable
-        return 0.0
-    segmented = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
-    union = int((segmented | expected_mask).sum())
-    return float((segmented & expected_mask).sum()) / max(1, union)
+    scores = []
+    for seed in SILHOUETTE_SEEDS:
+        seeds = start.copy()
+        background_model, foreground_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(seed)
+        try:
+            cv2.grabCut(bgr, seeds, None, background_model, foreground_model, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
+        except cv2.error:  # a single-colour image has no second colour cluster to learn: nothing separable
+            return 0.0
+        segmented = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
+        union = int((segmented | expected_mask).sum())
+        scores.append(float((segmented & expected_mask).sum()) / max(1, union))
+    return float(np.median(scores))
 
 
 # ---- image sanity --------------------------------------------------------------------------------------------------

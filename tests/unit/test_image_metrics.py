@@ -138,3 +138,16 @@ def test_region_differences_is_the_checks_comparison() -> None:
 def test_every_metric_says_what_it_rests_on(name: str) -> None:
     spec = METRICS[name]
     assert spec.source.split(":")[0] in ("pixels", "embedding model", "classifier", "timing", "price table")
+
+
+def test_silhouette_iou_does_not_depend_on_what_ran_before() -> None:
+    import cv2
+
+    placed = placed_product()
+    output = composed(placed)
+    expected = placed[..., 3] >= 128
+    first = silhouette_iou(output, expected)
+    for seed in range(5):  # whatever else moved OpenCV's global random state in between
+        cv2.setRNGSeed(seed)
+        cv2.randu(np.zeros((8, 8), np.float32), 0, 1)
+        assert silhouette_iou(output, expected) == first
