@@ -116,3 +116,42 @@ def test_the_promoted_version_is_what_the_lifestyle_job_uses_and_names(trained, 
     published = [json.loads(line) for line in (out / "published.jsonl").read_text().splitlines()]
     [record] = [line for line in published if line["metadata"]["job-kind"] == "lifestyle"]
     assert record["metadata"]["adapter-version"] == "ss27=ss27@v1"
+
+
+class ProcessKilledError(Exception):
+    """Stands in for the process dying between two steps (a real `kill -9` resumes the same way)."""
+
+
+def test_a_run_that_dies_halfway_leaves_no_version_and_its_rerun_resumes(monkeypatch, tmp_path):
+    import gpu_jobs.training.lora as lora
+
+    dataset = write_dataset(tmp_path / "ds")
+    brands = tmp_path / "brands"
+    command = ["train", "run", str(dataset), "--brand", "acme", "--name", "ss27", "--brands", str(brands)]
+    command += [*TRAIN, "--checkpoint-every", "1"]
+    real_train_lora = lora.train_lora
+
+    def dies_before_the_end(*args, progress, **kwargs):
+        def report(step: int, total: int, loss: float) -> None:
+            progress(step, total, loss)
+            if step == 2:  # after checkpoint-1, before the run finished
+                raise ProcessKilledError
+
+        return real_train_lora(*args, progress=report, **kwargs)
+
+    # Given a run that died after its first checkpoint, before it finished
+    monkeypatch.setattr(lora, "train_lora", dies_before_the_end)
+    result = CliRunner().invoke(app, command)
+    assert isinstance(result.exception, ProcessKilledError)
+    monkeypatch.setattr(lora, "train_lora", real_train_lora)
+
+    # Then nothing is registered
+    assert not (brands / "acme" / "versions").exists()
+
+    # When the same command runs again
+    code, output = _catalog(*command)
+
+    # Then it resumed from the checkpoint and registered exactly one version
+    assert code == 0 and "registered ss27@v1" in output, output
+    report = json.loads((brands / "acme" / "versions" / "ss27@v1" / "training.json").read_text())
+    assert (report["resumed_from_step"], report["steps_done"]) == (1, 2)
