@@ -149,5 +149,5 @@ def test_silhouette_iou_does_not_depend_on_what_ran_before() -> None:
     first = silhouette_iou(output, expected)
     for seed in range(5):  # whatever else moved OpenCV's global random state in between
         cv2.setRNGSeed(seed)
-        cv2.randu(np.zeros((8, 8), np.float32), 0, 1)
+        cv2.randu(np.zeros((8, 8), np.float32), np.zeros(1), np.ones(1))
         assert silhouette_iou(output, expected) == first
