@@ -14,6 +14,13 @@ class AdapterRef(Contract):
     uri: Uri
     weight: float = Field(default=1.0, ge=0.0, le=2.0)
     version: str | None = None
+    embeddings_uri: Uri | None = Field(
+        default=None,
+        description="Pivotal tuning's textual-inversion embeddings (learned_embeds.safetensors) trained with it.",
+    )
+    embeddings_token: str | None = Field(
+        default=None, description="The word prompts use for those embeddings (the brand's trigger token)."
+    )
 
 
 class ScenePreset(Contract):

@@ -33,6 +33,7 @@ class GenerationProvenance(Contract):
     adapter: str | None = None
     adapter_version: str | None = None
     seed: int | None = None
+    prompt: str | None = Field(default=None, description="The prompt the GPU job used (lifestyle, try-on).")
 
 
 class ReviewItemDetails(Contract):
@@ -126,3 +127,4 @@ class FeedbackRecord(Contract):
     adapter: str | None = None
     adapter_version: str | None = None
     seed: int | None = None
+    prompt: str | None = None
