@@ -815,7 +815,8 @@ def load_captioner(folder: Path, max_new_tokens: int = 30) -> Captioner:
         model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     except ImportError as error:
         raise ConfigurationError(
-            f"--captioner needs torch and transformers: pip install torch==2.13.0 && pip install -e '.[gpu]' ({error.name} is missing)."
+            "--captioner needs torch and transformers: pip install torch==2.13.0 && pip install -e '.[gpu]' "
+            f"({error.name} is missing)."
         ) from error
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"--captioner {folder} is not a BLIP captioning model folder: {error}") from error
