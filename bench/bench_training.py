@@ -140,7 +140,10 @@ def bench_cpu(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None
     }  # fmt: skip
     result = run_harness("ours", ours_args(work, dataset, settings), env)
     per_step = seconds_per_step(result["times"], args.warmup)
-    print(f"CPU, tiny random SDXL, {args.size}² px, rank 4, fp32, batch 1, {args.steps} steps, {os.cpu_count()} cores")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    threads = env.get("OMP_NUM_THREADS", "torch's default")
+    print(f"CPU, tiny random SDXL, {args.size}² px, rank 4, fp32, batch 1, {args.steps} steps")
+    print(f"  {os.cpu_count()} cores, OMP_NUM_THREADS={threads}, load average {load} (other work slows this)")
     print(
         f"  train_lora: {1 / per_step:.2f} steps/s ({per_step * 1000:.0f} ms/step), "
         f"peak RSS {result['peak_rss_gb']:.2f} GB"

@@ -150,7 +150,7 @@ class TrainingReport(Contract):
     token_abstraction: str | None = Field(default=None, description="The trigger as captions write it.")
     new_tokens: tuple[str, ...] = Field(default=(), description="What the trigger becomes in prompts, e.g. <s0><s1>.")
     validation_images: tuple[str, ...] = Field(default=(), description="Relative to the output folder.")
-    checkpoints: tuple[str, ...] = ()
+    checkpoints: tuple[str, ...] = Field(default=(), description="Complete checkpoints left, e.g. checkpoint-250.")
 
 
 def _accepts(annotation: object, kind: type) -> bool:

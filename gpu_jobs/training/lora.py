@@ -747,7 +747,7 @@ def train_lora(
             token_abstraction=trigger if new_tokens else None,
             new_tokens=tuple(new_tokens),
             validation_images=tuple(validation_images),
-            checkpoints=tuple(os.path.relpath(path, output_dir) for _, path in complete_checkpoints(checkpoint_root)),
+            checkpoints=tuple(path.name for _, path in complete_checkpoints(checkpoint_root)),
         )
         (output_dir / REPORT_FILE).write_text(report.model_dump_json(indent=2), encoding="utf-8")
         return report

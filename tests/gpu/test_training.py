@@ -138,7 +138,7 @@ def test_training_lowers_the_loss_and_writes_every_output(full_run: tuple[Traini
     assert (output / "validation/step-6/grid.png").is_file()
     assert {Path(p).name for p in report.validation_images} == {"prompt-0-seed0.png", "prompt-0-seed1.png", "grid.png"}
     assert Image.open(output / "validation/step-6/grid.png").size == (2 * 64, 64)  # seeds across, prompts down
-    assert report.checkpoints == ("checkpoints/checkpoint-3",)
+    assert report.checkpoints == ("checkpoint-3",) and (output / "checkpoints/checkpoint-3/checkpoint.json").is_file()
 
     # And training.json records the data, the base model and its licence, the settings, steps, time and device
     recorded = TrainingReport.model_validate_json((output / REPORT_FILE).read_text(encoding="utf-8"))
