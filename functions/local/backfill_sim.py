@@ -166,6 +166,24 @@ def serialized_asl_parsing() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def serialized_dynamodb_requests() -> Iterator[None]:
+    """One DynamoDB request at a time in moto. Its TransactWriteItems deep-copies the table to roll back, while another
+    thread's write may change it: `RuntimeError: dictionary changed size during iteration` (seen with 200 images, the
+    review notify task's transaction). DynamoDB itself serializes per item; the sim's handlers run in parallel."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    call_action = DynamoHandler.call_action
+    lock = threading.RLock()
+
+    def call_alone(handler: Any) -> Any:
+        with lock:
+            return call_action(handler)
+
+    with mock.patch.object(DynamoHandler, "call_action", call_alone):
+        yield
+
+
 class _QuietProgress:
     """The flow driver's progress hooks; the backfill shows its own counts."""
 
@@ -203,6 +221,7 @@ class SimBackfill:
         cleanup = self._cleanup
         _enter_sim_process(cleanup)
         cleanup.enter_context(serialized_asl_parsing())
+        cleanup.enter_context(serialized_dynamodb_requests())
         self.deployment: Deployment = deploy(stack)
         self.functions = LambdaFunctions(
             self.deployment.routes, self.deployment.memory, concurrency=self.settings.workers
