@@ -5,6 +5,8 @@ which the user may edit; a re-run keeps the edit), `masks/<id>.png` (the product
 Training reads only the kept photos, and the caption from the `.txt` file.
 """
 
+import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
@@ -86,3 +88,16 @@ class DatasetManifest(Contract):
     @property
     def kept(self) -> tuple[DatasetPhoto, ...]:
         return tuple(photo for photo in self.photos if photo.verdict is PhotoVerdict.KEPT)
+
+
+def dataset_digest(kept: Iterable[tuple[str, bytes, str]]) -> str:
+    """The hash of what trains: each kept photo's (id, image bytes, caption as edited), in id order.
+
+    The one definition the dataset check records, the trainer writes into training.json and the training run keys its
+    work on, so the three agree on the same folder.
+    """
+    digest = hashlib.sha256()
+    for photo_id, image, caption in sorted(kept, key=lambda item: item[0]):
+        digest.update(photo_id.encode() + b"\0" + hashlib.sha256(image).hexdigest().encode() + b"\0")
+        digest.update(caption.strip().encode("utf-8") + b"\0")
+    return digest.hexdigest()

@@ -33,7 +33,15 @@ from functions.stages.background import BackgroundRemover
 from functions.stages.intake import IntakeLimits, normalise_image
 from functions.stages.publish import safe_name
 from schemas import GarmentCategory, ProductSidecar
-from schemas.dataset import DatasetManifest, DatasetPhoto, FailureCase, GateFinding, PhotoOrigin, PhotoVerdict
+from schemas.dataset import (
+    DatasetManifest,
+    DatasetPhoto,
+    FailureCase,
+    GateFinding,
+    PhotoOrigin,
+    PhotoVerdict,
+    dataset_digest,
+)
 
 if TYPE_CHECKING:
     import imagehash
@@ -693,7 +701,7 @@ def _finish_dataset(
     staging: Path, manifest: DatasetManifest, write_report: Callable[[DatasetManifest, Path], object] | None
 ) -> DatasetManifest:
     """Drop the staged files of photos refused after staging (duplicates), write captions, dataset.json, report."""
-    digest = hashlib.sha256()
+    kept: list[tuple[str, bytes, str]] = []
     for record in sorted(manifest.photos, key=lambda p: p.id):
         if record.verdict is not PhotoVerdict.KEPT:
             for folder in (IMAGES_DIR, MASKS_DIR):
@@ -702,9 +710,8 @@ def _finish_dataset(
         assert record.image_file and record.caption_file
         caption_bytes = ((record.caption or "") + "\n").encode("utf-8")
         (staging / record.caption_file).write_bytes(caption_bytes)
-        image_digest = hashlib.sha256((staging / record.image_file).read_bytes()).digest()
-        digest.update(record.id.encode() + b"\0" + image_digest + hashlib.sha256(caption_bytes).digest())
-    manifest = manifest.model_copy(update={"dataset_sha256": digest.hexdigest()})
+        kept.append((record.id, (staging / record.image_file).read_bytes(), record.caption or ""))
+    manifest = manifest.model_copy(update={"dataset_sha256": dataset_digest(kept)})
     (staging / DATASET_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     if write_report is not None:
         write_report(manifest, staging)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from functions.stages.brand_versions import BrandStoreError, VersionStorage, register_version
 from schemas.brand_versions import BrandVersion
-from schemas.dataset import DatasetManifest
+from schemas.dataset import DatasetManifest, dataset_digest
 from schemas.training import TrainingConfig, TrainingReport
 
 DATASET_FILE = "dataset.json"
@@ -38,9 +38,9 @@ def read_dataset(dataset_dir: Path) -> DatasetManifest:
 
 
 def dataset_hash(dataset_dir: Path, manifest: DatasetManifest) -> str:
-    """The kept images and their captions as they are now (edited `.txt` files included), in id order."""
-    digest = hashlib.sha256()
-    for photo in sorted(manifest.kept, key=lambda item: item.id):
+    """The kept images and their captions as they are now (edited `.txt` files included): `dataset_digest`."""
+    kept: list[tuple[str, bytes, str]] = []
+    for photo in manifest.kept:
         caption = photo.caption or ""
         try:
             image = (dataset_dir / (photo.image_file or "")).read_bytes() if photo.image_file else b""
@@ -48,9 +48,8 @@ def dataset_hash(dataset_dir: Path, manifest: DatasetManifest) -> str:
                 caption = (dataset_dir / photo.caption_file).read_text(encoding="utf-8", errors="replace")
         except OSError as error:
             raise BrandStoreError(f"{dataset_dir / 'dataset.json'}: photo {photo.id!r}: {error}") from error
-        digest.update(photo.id.encode() + b"\0" + hashlib.sha256(image).hexdigest().encode() + b"\0")
-        digest.update(caption.strip().encode("utf-8") + b"\0")
-    return digest.hexdigest()
+        kept.append((photo.id, image, caption))
+    return dataset_digest(kept)
 
 
 def run_key(config: TrainingConfig, dataset_sha256: str) -> str:

@@ -47,7 +47,7 @@ import torch
 from PIL import Image, ImageFilter
 from pydantic import ValidationError
 
-from schemas.dataset import DatasetManifest
+from schemas.dataset import DatasetManifest, dataset_digest
 from schemas.training import LossPoint, TrainingConfig, TrainingReport
 
 from ..config import ModelConfig, ModelSpec
@@ -141,12 +141,8 @@ def read_dataset(dataset_dir: Path, *, need_masks: bool) -> tuple[DatasetManifes
         examples.append(TrainingExample(photo.id, image_path, mask_path, caption, photo.bucket))
     if not examples:
         raise TrainingInputError(f"{manifest_path}: no kept photos to train on")
-    digest = hashlib.sha256()
-    for example in examples:  # the images and the captions that train, in id order
-        digest.update(example.id.encode() + b"\0")
-        digest.update(hashlib.sha256(example.image_path.read_bytes()).hexdigest().encode() + b"\0")
-        digest.update(example.caption.encode("utf-8") + b"\0")
-    return manifest, examples, digest.hexdigest()
+    digest = dataset_digest((example.id, example.image_path.read_bytes(), example.caption) for example in examples)
+    return manifest, examples, digest
 
 
 def _scaled_bucket(bucket: tuple[int, int], resolution: int | None, multiple: int) -> tuple[int, int]:

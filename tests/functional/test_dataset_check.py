@@ -17,7 +17,9 @@ from functions.adapters.local.publisher import FolderPublisher
 from functions.local.cli import app
 from functions.local.synthetic_photos import render_product_photo, write_example_photos
 from functions.stages.publish import publish_decisions
+from functions.stages.training_runs import dataset_hash
 from schemas import RejectionReason, ReviewDecision, ReviewItem, Verdict
+from schemas.dataset import DatasetManifest
 from tests.conftest import tree_digest
 
 SMALL = ["--min-side", "200", "--bucket-resolution", "256"]  # tiny photos keep the test fast
@@ -127,7 +129,10 @@ def test_every_photo_gets_a_verdict_and_a_reason_and_the_kept_ones_are_written(c
     assert {path.name for path in (out / "masks").iterdir()} == {f"{p['id']}.png" for p in kept}
     dress = next(p for p in kept if p["source"] == "DRESS-SAGE-004/front.jpg")
     assert dress["caption"] == "sks, Slip dress, sage green dresses"
-    assert sum(dataset["buckets"].values()) == 9 and dataset["dataset_sha256"]
+    assert sum(dataset["buckets"].values()) == 9
+    # And the recorded hash is the one training keys its work on (one definition: schemas.dataset.dataset_digest)
+    manifest = DatasetManifest.model_validate(dataset)
+    assert dataset["dataset_sha256"] == dataset_hash(out, manifest)
     # And the terminal table names every refused file with its reason
     assert "EXTRA-12/cut.jpg" in output and "truncated_image" in output and "9 of 13 photos kept" in output
 

@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
+from functions.stages.training_runs import dataset_hash
 from gpu_jobs import serve
 from gpu_jobs.licences import LicenceError
 from gpu_jobs.tiny_models import build_tiny_sdxl_components, tiny_tokenizer
@@ -125,7 +126,7 @@ def _image(pipe: Any, prompt: str) -> np.ndarray:
     return np.asarray(result.images[0])
 
 
-def test_training_lowers_the_loss_and_writes_every_output(full_run: tuple[TrainingReport, Path]) -> None:
+def test_training_lowers_the_loss_and_writes_every_output(full_run: tuple[TrainingReport, Path], dataset: Path) -> None:
     # Given a full run of six steps
     report, output = full_run
 
@@ -143,7 +144,10 @@ def test_training_lowers_the_loss_and_writes_every_output(full_run: tuple[Traini
     # And training.json records the data, the base model and its licence, the settings, steps, time and device
     recorded = TrainingReport.model_validate_json((output / REPORT_FILE).read_text(encoding="utf-8"))
     assert recorded == report
-    assert len(report.dataset_sha256) == 64 and report.num_images == 3  # the refused photo is left out
+    assert report.num_images == 3  # the refused photo is left out
+    # (the same hash the training run keys its work on: schemas.dataset.dataset_digest)
+    manifest = DatasetManifest.model_validate_json((dataset / "dataset.json").read_text(encoding="utf-8"))
+    assert report.dataset_sha256 == dataset_hash(dataset, manifest)
     assert report.buckets == {"64x48": 1, "64x64": 2}
     assert (report.base_model, report.base_model_licence, report.base_model_commercial_use) == (
         "tiny-sdxl",
