@@ -1,9 +1,15 @@
 """Shared test fixtures: where the real sample photos live (optional), and tiny helpers."""
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
+
+# One math thread per process: pytest-xdist already runs a worker per core, and tiny models spend more time in thread
+# hand-offs than in arithmetic (measured ~8x slower with two torch threads per worker on 2 cores). Set before any test
+# module imports torch or onnxruntime; the CLI subprocesses the tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = REPO_ROOT.parent / "shared" / "samples"
