@@ -26,6 +26,7 @@ class ShopifyTopic(StrEnum):
 class EventSource(StrEnum):
     HTTPS = "https"  # Shopify's HTTPS delivery, signed with the app's client secret
     EVENTBRIDGE = "eventbridge"  # Shopify's partner event source: no HMAC, AWS authenticates the sender
+    BACKFILL = "backfill"  # `catalog shopify sync`: the product read through the Admin API, no webhook
 
 
 class _ShopifyPayload(BaseModel):

@@ -10,8 +10,10 @@ from collections.abc import Mapping
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -195,8 +197,10 @@ class Workflow(Construct):
                 "OUTPUT_BUCKET": storage.output.bucket_name,
                 "APPROVED_PREFIX": APPROVED_PREFIX,
                 "FEEDBACK_PREFIX": FEEDBACK_PREFIX,
+                "BRANDS_URI": storage.brands_uri,
             },
-            timeout=Duration.minutes(2),
+            # Shopify's retries (backoff, throttling) come after the bucket writes: room for both.
+            timeout=Duration.minutes(5),
             memory_size=1024,
         )
         grant_object_reads(storage.work, function, [WORK_PREFIXES["prepared"], WORK_PREFIXES["outputs"]])
@@ -204,7 +208,24 @@ class Workflow(Construct):
             storage.output.grant_put(function, f"{prefix}*")
         # Read back only after a conditional put found the object there (PreconditionFailed): it exists.
         grant_object_reads(storage.output, function, [APPROVED_PREFIX, FEEDBACK_PREFIX])
+        # The brand's publishing choices (`<brand>/publishing.json`) and nothing else of the brand store; listing
+        # only that key tells a brand without the file (defaults) from a refusal.
+        profiles = f"{BRANDS_PREFIX}*/publishing.json"
+        iam.Grant.add_to_principal(
+            grantee=function, actions=["s3:GetObject"], resource_arns=[storage.brands.arn_for_objects(profiles)]
+        )
+        iam.Grant.add_to_principal(
+            grantee=function,
+            actions=["s3:ListBucket"],
+            resource_arns=[storage.brands.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [profiles]}},
+        )
         return function
+
+    def publish_to_shopify(self, admin_token: secretsmanager.ISecret) -> None:
+        """The publish step also puts approved images on the store's products: it may read that one secret."""
+        self.publish_function.add_environment("SHOPIFY_ADMIN_SECRET_ID", admin_token.secret_arn)
+        admin_token.grant_read(self.publish_function)
 
     # The states, in execution order.
 

@@ -8,20 +8,23 @@ never replaced. Rejections become one JSON Lines object per review under `feedba
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
+from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.publisher import S3Publisher
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.shopify_admin import publish_to_store
 from functions.adapters.aws.transient import retry_transient
 from functions.stages.publish import publish_decisions
 from schemas import PublishInput
+from schemas.publishing import ShopifyMediaStatus
 
 logger = Logger(service="publish")
-tracer = Tracer(service="publish")
+tracer = tracer_for("publish")
 metrics = Metrics(namespace="CatalogImages", service="publish")
 SETTINGS = settings.PublishSettings
 
@@ -46,4 +49,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="ImagesRejected", unit=MetricUnit.Count, value=result.rejected_count)
     if result.conflicts:
         logger.warning("published objects left alone: different bytes already there", extra={"conflicts": result})
-    return result.model_dump(mode="json")
+    # Then the store, when one is connected: after the bucket, which keeps every approved image whatever Shopify says.
+    shop = None
+    if config.shopify_admin_secret_id:
+        shop = publish_to_store(
+            request,
+            secret_id=config.shopify_admin_secret_id,
+            brands_uri=config.brands_uri,
+            secrets=client("secretsmanager"),
+            read_bytes=S3Storage(s3).read_bytes,
+        )
+    if shop is None:
+        return result.model_dump(mode="json")
+    for status in ShopifyMediaStatus:
+        metrics.add_metric(name=f"ShopifyMedia_{status.value}", unit=MetricUnit.Count, value=shop.count(status))
+    # Terminal per image; the images stay in the output bucket for `catalog shopify sync` or a re-run.
+    if failed := shop.not_on_store():
+        logger.warning("images not on their Shopify product", extra={"shopify": [m.model_dump() for m in failed]})
+    return {**result.model_dump(mode="json"), "shopify": shop.model_dump(mode="json")}

@@ -214,6 +214,16 @@ def run(
     reviewer: Annotated[str, typer.Option(help="Reviewer's address, recorded with each decision.")] = (
         "reviewer@example.com"
     ),
+    shopify_store: Annotated[
+        str | None,
+        typer.Option(
+            help="Also publish approved images to this store's products: acme.myshopify.com (the Admin API token "
+            "is read from the variable --shopify-token-env names)."
+        ),
+    ] = None,
+    shopify_token_env: Annotated[
+        str, typer.Option(help="Environment variable holding the store's Admin API access token.")
+    ] = "SHOPIFY_ADMIN_TOKEN",  # noqa: S107 (the variable's name, not a token)
     jobs: Annotated[
         str,
         typer.Option(
@@ -292,6 +302,15 @@ def run(
             reviewers=(reviewer,),
         )
         _check_settings(settings, review_options)
+        from functions.local.publishing import publishing_options
+
+        publishing = publishing_options(
+            brands or Path(os.environ.get("CATALOG_BRANDS_DIR") or "brands"),
+            brand_name,
+            shopify_store,
+            shopify_token_env,
+        )
+        review_options = ReviewOptions(**{**vars(review_options), "publishing": publishing})
     except (ConfigurationError, CatalogError, ValueError) as error:
         message = error.message if isinstance(error, CatalogError) else str(error)
         raise _usage_error(message) from error

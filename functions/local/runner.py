@@ -553,6 +553,7 @@ def finish_run(
         timeout=review.timeout,
         port=review.port,
         on_link=lambda link, email: on_link(link, email, review.timeout),
+        publishing=review.publishing,
     )
     return FinishedRun(manifest, report, outcome)
 

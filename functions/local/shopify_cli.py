@@ -109,3 +109,85 @@ def serve(
 
 def _print_line(line: dict[str, Any]) -> None:
     console.print(escape(json.dumps({key: value for key, value in line.items() if key != "at"})))
+
+
+@shopify_app.command()
+def sync(
+    products: Annotated[
+        str, typer.Option("--products", help="Product ids, gids or handles, comma-separated: ID[,ID...].")
+    ],
+    shop: Annotated[
+        str, typer.Option("--shop", help="The store: acme.myshopify.com (or http://127.0.0.1:PORT, a test store).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Photos land in OUT/incoming/<brand>/<handle>/.")],
+    brand: Annotated[str, typer.Option("--brand", help="Brand folder under incoming/.")],
+    token_env: Annotated[
+        str, typer.Option("--token-env", help="Environment variable holding the Admin API access token.")
+    ] = "SHOPIFY_ADMIN_TOKEN",  # noqa: S107 (the variable's name, not a token)
+    allow_image_host: Annotated[
+        list[str] | None,
+        typer.Option("--allow-image-host", help="HOST:PORT images may also come from (local testing); repeatable."),
+    ] = None,
+    brands: Annotated[
+        Path | None, typer.Option("--brands", help="Brand store; <brands>/<brand>/shopify.json holds the settings.")
+    ] = None,
+) -> None:
+    """Backfill existing products: read each through the Admin API and take its images in, as a webhook would.
+
+    The same intake as `serve` (same OUT, same dedupe): images already taken in, and images we published, are
+    skipped. Then `catalog run OUT/incoming/<brand> --review local --shopify-store SHOP` processes and publishes.
+    """
+    import os
+    from urllib.parse import urlsplit
+
+    from functions.adapters.local.files import FileStorage, file_uri
+    from functions.adapters.local.shopify_store import SQLiteShopifyStore
+    from functions.adapters.shopify.admin import ShopifyAdminClient, admin_base_url
+    from functions.stages.shopify_backfill import backfill_work
+    from functions.stages.shopify_intake import ImageFetcher, TransientFetchError, ingest_product
+    from functions.stages.shopify_publish import ShopifyRefusedError
+
+    references = [reference.strip() for reference in products.split(",") if reference.strip()]
+    hosts = tuple(allow_image_host or ())
+    problems = [f"--allow-image-host {h}: expected HOST:PORT" for h in hosts if not _HOST_PORT.match(h)]
+    problems += [] if references else ["--products: give at least one product id or handle"]
+    problems += [] if _BRAND.match(brand) else [f"--brand {brand!r}: lower-case letters, digits and '-', at most 64"]
+    token = os.environ.get(token_env, "")
+    problems += [] if token else [f"${token_env} is not set: it holds the store's Admin API access token"]
+    try:
+        base_url = admin_base_url(shop)
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:
+        for problem in problems:
+            console.print(f"[red]{escape(problem)}[/red]")
+        raise typer.Exit(2)
+    settings = _brand_settings(brands, brand)
+    out = out.resolve()
+    store = SQLiteShopifyStore(out / "shopify" / "intake.sqlite3")
+    failed = 0
+    try:
+        with ShopifyAdminClient(shop, token) as admin:
+            for reference in references:
+                line: dict[str, Any] = {"stage": "sync", "product": reference}
+                try:
+                    work = backfill_work(admin, reference, brand, urlsplit(base_url).netloc)
+                    if work is None:
+                        line.update(outcome="product_not_found", detail=f"no product {reference!r} in the store")
+                    else:
+                        result = ingest_product(
+                            work,
+                            intake_root=file_uri(out / "incoming"),
+                            store=store,
+                            writer=FileStorage([out]),
+                            fetcher=ImageFetcher(settings, hosts),
+                            settings=settings,
+                        )
+                        line.update(outcome=result.outcome, folder=result.folder, images=result.counts())
+                except (ShopifyRefusedError, TransientFetchError) as error:
+                    line.update(outcome="failed", detail=str(error))
+                failed += line["outcome"] in ("failed", "product_not_found")
+                _print_line(line)
+    finally:
+        store.close()
+    raise typer.Exit(1 if failed else 0)

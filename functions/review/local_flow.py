@@ -7,7 +7,7 @@ the batch ends `expired`), then publishes what was approved and records what was
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -18,12 +18,14 @@ from functions.adapters.local.publisher import FolderPublisher
 from functions.adapters.local.resume import LocalResumer
 from functions.adapters.local.review_server import LocalReviewServer
 from functions.adapters.local.review_store import SQLiteReviewStore
+from functions.local.publishing import PublishingOptions
 from functions.review.mailer import build_review_email
 from functions.review.service import AUTO_REVIEWER, ReviewService
 from functions.review.signing import LinkParams, load_local_keys
 from functions.review.store import StoredReview, now_utc
 from functions.stages.publish import publish_decisions
 from schemas import PublishResult, RunManifest, Status
+from schemas.publishing import ShopifyMediaStatus, ShopifyPublishResult
 from schemas.review import (
     ReviewItem,
     ReviewState,
@@ -53,6 +55,7 @@ class ReviewOptions:
     reviewer: str = DEFAULT_REVIEWER
     timeout: timedelta = DEFAULT_TIMEOUT
     port: int = 0
+    publishing: PublishingOptions = field(default_factory=PublishingOptions)  # profile, C2PA signing, a store
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class ReviewRunResult:
     rejected: int = 0
     pending: int = 0
     publish: PublishResult | None = None
+    shopify: ShopifyPublishResult | None = None
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
@@ -90,6 +94,11 @@ class ReviewRunResult:
                 lines.append(f"Not overwritten (a different file exists): {', '.join(self.publish.conflicts)}.")
             if self.publish.feedback:
                 lines.append(f"Recorded {self.publish.rejected_count} rejection(s) in {self.publish.feedback}.")
+        if self.shopify:
+            counts = ", ".join(
+                f"{self.shopify.count(s)} {s.value}" for s in ShopifyMediaStatus if self.shopify.count(s)
+            )
+            lines.append(f"Shopify {self.shopify.shop}: {counts or 'nothing to publish'} (shopify/published.jsonl).")
         return "\n".join(lines)
 
 
@@ -110,16 +119,29 @@ def local_service(out_dir: Path, clock: Callable[[], datetime] = now_utc) -> tup
 
 
 def _result(
-    mode: ReviewMode, review: StoredReview, out_dir: Path, link: str | None, email: str | None
+    mode: ReviewMode,
+    review: StoredReview,
+    out_dir: Path,
+    link: str | None,
+    email: str | None,
+    publishing: PublishingOptions | None = None,
 ) -> ReviewRunResult:
+    publishing = publishing or PublishingOptions()
+    read_bytes = FileStorage([out_dir]).read_bytes
     report = publish_decisions(
         review.task.brand,
         review.review_id,
         review.task.items,
         review.decisions.values(),
-        read_bytes=FileStorage([out_dir]).read_bytes,
+        read_bytes=read_bytes,
         publisher=FolderPublisher(out_dir),
+        c2pa_signing=publishing.c2pa_signing,
     )
+    shopify = None
+    if publishing.shopify is not None:  # after approved/ is written: that copy stays whatever the store answers
+        from functions.local.shopify_publish import publish_to_store
+
+        shopify = publish_to_store(out_dir, review, read_bytes, publishing)
     approved = sum(d.verdict is Verdict.APPROVED for d in review.decisions.values())
     return ReviewRunResult(
         mode=mode,
@@ -131,6 +153,7 @@ def _result(
         rejected=len(review.decisions) - approved,
         pending=len(review.pending_items),
         publish=report,
+        shopify=shopify,
     )
 
 
@@ -142,6 +165,7 @@ def serve_and_wait(
     out_dir: Path,
     port: int = 0,
     on_link: Callable[[str, str], None] = lambda link, email: None,
+    publishing: PublishingOptions | None = None,
 ) -> ReviewRunResult:
     """Email the link, serve the page until every item is decided or the link expires, then publish."""
     try:
@@ -163,7 +187,7 @@ def serve_and_wait(
             service.expire(task.review_id)
     review = service.store.get(task.review_id)
     assert review is not None
-    return _result(ReviewMode.LOCAL, review, out_dir, link, email)
+    return _result(ReviewMode.LOCAL, review, out_dir, link, email, publishing)
 
 
 def review_run(
@@ -176,6 +200,7 @@ def review_run(
     port: int = 0,
     on_link: Callable[[str, str], None] = lambda link, email: None,
     clock: Callable[[], datetime] = now_utc,
+    publishing: PublishingOptions | None = None,
 ) -> ReviewRunResult:
     """Review a run's outputs: every succeeded photo's packshot and generated images, in one batch."""
     # 1. What is there to review?
@@ -192,5 +217,5 @@ def review_run(
     # 3. Decide: nobody (auto) or a person through the local page.
     if mode is ReviewMode.AUTO:
         outcome = service.approve_everything(task.review_id, AUTO_REVIEWER)
-        return _result(mode, outcome.review, out_dir, None, None)
-    return serve_and_wait(service, resumer, task, params, out_dir, port, on_link)
+        return _result(mode, outcome.review, out_dir, None, None, publishing)
+    return serve_and_wait(service, resumer, task, params, out_dir, port, on_link, publishing)

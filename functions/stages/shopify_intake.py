@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from functions.errors import field_problems
+from functions.stages.shopify_publish import is_our_media_url
 from schemas import GarmentCategory, ProductSidecar
 from schemas.product import SIDECAR_NAME
 from schemas.shopify import EventSource, ShopifyImage, ShopifyProduct, ShopifySettings, ShopifyTopic, ShopifyWork
@@ -523,7 +524,9 @@ def ingest_product(
     if triggered is not None and not store.advance_product(work.product_key, triggered):
         return ProductIntake("stale", product.id, message=f"an event newer than {triggered.isoformat()} was processed")
     # 2. nothing to fetch: a terminal state, not an error
-    images = sorted(product.images, key=lambda image: (image.position, image.id))[: settings.max_images]
+    # Images we published (stages/shopify_publish.py names them) are results, not photos: taking them in would loop.
+    photos = [image for image in product.images if not is_our_media_url(image.src)]
+    images = sorted(photos, key=lambda image: (image.position, image.id))[: settings.max_images]
     if not images:
         return ProductIntake("no_images", product.id, message=f"product {product.id} has no images")
     folder = f"{intake_root.rstrip('/')}/{work.brand}/{product_folder(product)}"
