@@ -6,8 +6,9 @@
     python tools/lock.py try-newest       # install the newest versions in a scratch venv, run the tests, report
 
 The files:
-- `requirements/constraints.txt`: every package of the full test environment (`.[dev,rembg,heif,gpu,cdk,aws-sim,train,provenance]`),
-  pinned. README's set-up commands and CI install with `-c` from it, so a green CI stays green on a fresh machine.
+- `requirements/constraints.txt`: every package of the full test environment
+  (`.[dev,rembg,heif,gpu,cdk,aws-sim,train,provenance]`), pinned. README's set-up commands and CI install with `-c`
+  from it, so a green CI stays green on a fresh machine.
 - `requirements/image-*.txt`: what each image installs, pinned and resolved against the image's base
   (`public.ecr.aws/lambda/python:3.12` for the Lambdas, the pytorch image's Python and torch for the GPU jobs).
   No image can be built here; `check-images` proves the pins resolve for that base with a pip dry run.

@@ -54,6 +54,17 @@ def _iam5_for_roles(stack: Stack) -> dict[str, str]:
     return findings
 
 
+def _publishing_profiles(stack: Stack) -> dict[str, str]:
+    """The publish step reads one file of each brand's folder: `<brand>/publishing.json`."""
+    brands = _arn(stack, _find(stack, "Storage/Brands"))
+    return {
+        f"AwsSolutions-IAM5[Resource::{brands}/{BRANDS_PREFIX}*/publishing.json]": (
+            "The publish step reads each brand's publishing.json (and may list that key alone, to tell a brand "
+            "without one from a refusal); the brand is only known per execution, so the brand folder is a wildcard."
+        )
+    }
+
+
 def _brand_store_reader(stack: Stack) -> dict[str, str]:
     """Only the roles that read the brand store (BRAND_STORE_READERS) are acknowledged for it."""
     brands = _arn(stack, _find(stack, "Storage/Brands"))
@@ -88,6 +99,28 @@ REVIEW_API_FINDINGS = {
         "API Gateway's account-level logging role uses the managed policy AWS documents for it."
     ),
 }
+SHOPIFY_API_FINDINGS = {
+    "AwsSolutions-APIG2": (
+        "Shopify's webhook body is verified byte for byte (HMAC-SHA256) and parsed by the function; a request model "
+        "would have API Gateway parse unauthenticated JSON first and answer 400s Shopify counts as failures."
+    ),
+    "AwsSolutions-APIG3": (
+        "No WAF web ACL by default (a fixed monthly cost): the stage throttles, the body size is capped, and every "
+        "request without a valid HMAC is answered 401 before anything is read or written. Attach a web ACL to the "
+        "stage where the organisation requires one."
+    ),
+    "AwsSolutions-APIG4": (
+        "Shopify cannot send AWS credentials or tokens: its webhooks authenticate with an HMAC of the body under the "
+        "app's client secret, checked in constant time by the function for every request."
+    ),
+    "AwsSolutions-COG4": "As APIG4: Shopify authenticates each delivery with the HMAC, not with a Cognito user pool.",
+}
+SHOPIFY_SECRET_FINDINGS = {
+    "AwsSolutions-SMG4": (
+        "Shopify issues the app's client secret and Admin token; they are rotated in the Shopify admin, then "
+        "copied here (the webhook secret keeps the previous one for an overlap window). No Lambda can rotate them."
+    )
+}
 NOTIFICATIONS_HANDLER_FINDINGS = {
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]": (
         "CDK's own S3 bucket-notification custom resource; it runs once per deployment. Every function of "
@@ -106,6 +139,7 @@ MODEL_ROLE_FINDINGS = {
 }
 LAMBDA_FUNCTIONS = {
     "Intake": ("Ingest",),
+    "Shopify": ("Webhook", "Ingest"),
     "Gpu": ("Submit", "Outcome", "Reconcile"),
     "Review": ("Notify", "Page", "Sweep"),
     "Workflow": ("Prepare", "Checks", "Publish"),
@@ -116,7 +150,7 @@ INDEXED_TABLE_USERS = {
     "Review/Reviews": ("Review/NotifyRole", "Review/PageRole", "Review/SweepRole"),
 }
 TASK_FUNCTIONS = ("Gpu/Submit", "Review/Notify", "Workflow/Prepare", "Workflow/Checks", "Workflow/Publish")
-BRAND_STORE_READERS = ("Workflow/PrepareRole", "Gpu/ModelRole")
+BRAND_STORE_READERS = ("Workflow/PrepareRole", "Gpu/ModelRole", "Shopify/IngestRole")
 
 
 def acknowledgements(stack: Stack) -> dict[str, dict[str, str]]:
@@ -130,6 +164,7 @@ def acknowledgements(stack: Stack) -> dict[str, dict[str, str]]:
     found["Gpu/ModelRole"] = {**role_findings, **MODEL_ROLE_FINDINGS}
     for reader in BRAND_STORE_READERS:
         found[reader].update(_brand_store_reader(stack))
+    found["Workflow/PublishRole"].update(_publishing_profiles(stack))
     for table, users in INDEXED_TABLE_USERS.items():
         for user in users:
             found[user][f"AwsSolutions-IAM5[Resource::{_arn(stack, _find(stack, table))}/index/*]"] = TABLE_INDEXES
@@ -141,6 +176,9 @@ def acknowledgements(stack: Stack) -> dict[str, dict[str, str]]:
         },
     }
     found["Review/SigningKeys"] = SIGNING_KEYS_FINDINGS
+    found["Shopify/Api"] = SHOPIFY_API_FINDINGS
+    found["Shopify/WebhookSecret"] = SHOPIFY_SECRET_FINDINGS
+    found["Shopify/AdminToken"] = SHOPIFY_SECRET_FINDINGS
     found["Review/Api"] = REVIEW_API_FINDINGS
     notifications_handler = next(
         child.node.id for child in stack.node.children if child.node.id.startswith("BucketNotificationsHandler")

@@ -5,13 +5,16 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
+from .backfill import Backfill
 from .config import DeployConfig
 from .gpu_endpoint import GpuEndpoint
 from .intake import Intake
 from .monitoring import Monitoring
 from .nag import acknowledge_findings
 from .review import Review
+from .shopify import Shopify
 from .storage import Storage
+from .training import Training
 from .workflow import Workflow
 
 
@@ -21,6 +24,7 @@ class CatalogStack(Stack):
         self.config = config
         self.storage = Storage(self, "Storage")
         self.gpu = GpuEndpoint(self, "Gpu", storage=self.storage, config=config)
+        self.training = Training(self, "Training", storage=self.storage, image=self.gpu.image)
         self.review = Review(self, "Review", storage=self.storage, config=config)
         self.workflow = Workflow(
             self, "Workflow", storage=self.storage, gpu=self.gpu, review=self.review, config=config
@@ -34,6 +38,11 @@ class CatalogStack(Stack):
             storage=self.storage,
             state_machine=state_machine,
             via_event_bridge=config.intake_via_event_bridge,
+        )
+        self.shopify = Shopify(self, "Shopify", storage=self.storage, config=config, log_role_api=self.review.api)
+        self.workflow.publish_to_shopify(self.shopify.admin_token)
+        self.backfill = Backfill(
+            self, "Backfill", storage=self.storage, intake=self.intake, state_machine=state_machine, config=config
         )
         self.monitoring = Monitoring(
             self,

@@ -65,7 +65,7 @@ def test_every_function_sets_exactly_the_variables_its_handler_reads(synthesized
     # Given every Lambda function the stack deploys, and the handler each one runs
     handlers = handlers_by_function(synthesized)
     functions = synthesized.resources("AWS::Lambda::Function")
-    assert len(handlers) == 10, sorted(handlers)
+    assert len(handlers) == 13, sorted(handlers)
 
     # When the stack's variables (Powertools' and logging's aside) are compared with the handler's SETTINGS fields
     mismatches = {}

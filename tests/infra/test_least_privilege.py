@@ -62,6 +62,17 @@ def listing(bucket: str, *prefixes: str) -> set[tuple[str, str]]:
 
 # Role (logical id without hash) -> {(action, resource)}; each line names the code path that needs it.
 EXPECTED: dict[str, set[tuple[str, str]]] = {
+    "BackfillBatchRole": {
+        # ingest's start (the same ledger writes and StartExecution), plus HeadObject for the version id a listing
+        # lacks (GetObjectVersion for an inventory row's VersionId); a vanished object is a 404
+        ("dynamodb:GetItem", "IntakeLedger"),
+        ("dynamodb:PutItem", "IntakeLedger"),
+        ("dynamodb:UpdateItem", "IntakeLedger"),
+        ("states:StartExecution", "WorkflowPerImage"),
+        *gets("StorageIntake", "incoming/"),
+        ("s3:GetObjectVersion", "StorageIntake/incoming/*"),
+        *listing("StorageIntake", "incoming/"),
+    },
     "IntakeIngestRole": {
         # the ledger: conditional put (claim), read on a lost race, update (started)
         ("dynamodb:GetItem", "IntakeLedger"),
@@ -70,6 +81,26 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("states:StartExecution", "WorkflowPerImage"),
         *{
             (f"sqs:{a}", "IntakeEvents")
+            for a in ("ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ReceiveMessage")
+        },
+    },
+    "ShopifyWebhookRole": {
+        # the app's client secret(s); the event claim (conditional put), confirmed once queued (update), released
+        # when queueing failed (delete)
+        ("secretsmanager:DescribeSecret", "ShopifyWebhookSecret"),
+        ("secretsmanager:GetSecretValue", "ShopifyWebhookSecret"),
+        *{(f"dynamodb:{a}", "ShopifyEvents") for a in ("DeleteItem", "PutItem", "UpdateItem")},
+        *{(f"sqs:{a}", "ShopifyWork") for a in ("GetQueueAttributes", "GetQueueUrl", "SendMessage")},
+    },
+    "ShopifyIngestRole": {
+        # EventBridge event claims and releases, the product's latest event (conditional update), image versions
+        *{(f"dynamodb:{a}", "ShopifyEvents") for a in ("DeleteItem", "GetItem", "PutItem", "UpdateItem")},
+        # new images and product.json under incoming/ (conditional puts); <brand>/shopify.json, a 404 when missing
+        *puts("StorageIntake", "incoming/"),
+        *gets("StorageBrands", "brands/"),
+        *listing("StorageBrands", "brands/"),
+        *{
+            (f"sqs:{a}", "ShopifyWork")
             for a in ("ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ReceiveMessage")
         },
     },
@@ -89,6 +120,11 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         # conditional puts; read back only after PreconditionFailed (the object is there)
         *puts("StorageOutput", "approved/", "feedback/"),
         *gets("StorageOutput", "approved/", "feedback/"),
+        # the brand's publishing.json only (a 404 when missing: the defaults), and the store's Admin token
+        ("s3:GetObject", "StorageBrands/brands/*/publishing.json"),
+        ("s3:ListBucket", "StorageBrands (s3:prefix brands/*/publishing.json)"),
+        ("secretsmanager:DescribeSecret", "ShopifyAdminToken"),
+        ("secretsmanager:GetSecretValue", "ShopifyAdminToken"),
     },
     "GpuSubmitRole": {
         *on_jobs("GetItem", "PutItem", "UpdateItem"),

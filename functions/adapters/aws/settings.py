@@ -5,17 +5,26 @@ Every handler module names the model it reads as `SETTINGS` and loads it at entr
 or bad variable fails the invocation with the variable's name; a test checks the stack sets exactly these names.
 """
 
+import os
 from functools import cache
-from typing import TypeVar
+from typing import Self, TypeVar
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_INTAKE_PREFIX = "incoming/"
 
 
-class _LambdaSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+class _LambdaSettings(BaseModel):
+    """Fields are read from the variables of the same name, any case. Plain pydantic rather than pydantic-settings,
+    which cost ~60 ms of every light Lambda's cold start; fields are scalars (str, int, float, bool), as Lambda's
+    environment is text."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+
+    @classmethod
+    def from_environment(cls) -> Self:
+        environment = {name.lower(): value for name, value in os.environ.items()}
+        return cls.model_validate({name: environment[name] for name in cls.model_fields if name in environment})
 
 
 class IngestSettings(_LambdaSettings):
@@ -24,6 +33,14 @@ class IngestSettings(_LambdaSettings):
     ledger_table_name: str = Field(min_length=3)
     state_machine_arn: str = Field(min_length=20)
     intake_prefix: str = DEFAULT_INTAKE_PREFIX
+
+
+class BackfillSettings(IngestSettings):
+    """`backfill_batch`: a Distributed Map's batch of existing objects -> ingest's start, paced for the endpoint."""
+
+    backfill_seconds_per_image: float = Field(
+        default=0.0, ge=0.0, le=3600.0, description="A batch child waits this long per started image (pacing)."
+    )
 
 
 class PrepareSettings(_LambdaSettings):
@@ -74,6 +91,10 @@ class PublishSettings(_LambdaSettings):
     output_bucket: str = Field(min_length=3)
     approved_prefix: str = "approved/"
     feedback_prefix: str = "feedback/"
+    shopify_admin_secret_id: str = Field(
+        default="", description='The Admin token secret {"shop", "access_token"}; empty, or no shop in it: no store.'
+    )
+    brands_uri: str = Field(default="", description="The brand store: <brand>/publishing.json, the brand's choices.")
 
 
 class ReviewSettings(_LambdaSettings):
@@ -88,10 +109,32 @@ class ReviewSettings(_LambdaSettings):
     review_image_url_seconds: int = Field(default=300, ge=30, le=3600)
 
 
+class ShopifyWebhookSettings(_LambdaSettings):
+    """`shopify_webhook`: verify, deduplicate, queue. The secret holds {"current", "previous", "previous_until"}."""
+
+    shopify_secret_id: str = Field(min_length=1)
+    shopify_table_name: str = Field(min_length=3)
+    shopify_queue_url: str = Field(min_length=8)
+    shopify_brand: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,63}$")
+    shopify_max_body_bytes: int = Field(default=512 * 1024, ge=1024, le=10 * 2**20)
+
+
+class ShopifyIngestSettings(_LambdaSettings):
+    """`shopify_ingest`: queued product events (and EventBridge ones) -> images under incoming/<brand>/<handle>/."""
+
+    shopify_table_name: str = Field(min_length=3)
+    shopify_brand: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,63}$")
+    intake_bucket: str = Field(min_length=3)
+    intake_prefix: str = DEFAULT_INTAKE_PREFIX
+    brands_uri: str = Field(
+        pattern=r"^s3://[a-z0-9.\-]{3,63}/.*$", description="The brand store: <brand>/shopify.json holds the settings."
+    )
+
+
 SettingsT = TypeVar("SettingsT", bound=_LambdaSettings)
 
 
 @cache
 def load(kind: type[SettingsT]) -> SettingsT:
     """Read once per execution environment; tests call `load.cache_clear()` after changing the environment."""
-    return kind()
+    return kind.from_environment()
