@@ -349,8 +349,15 @@ class ModelRegistry:
         weights_file = local / _LORA_FILE if local.is_dir() else local
         if not weights_file.is_file():
             raise JobInputError(field, f"LoRA '{ref.name}': no {_LORA_FILE} in {ref.uri}")
-        version = ref.version or _file_digest(weights_file)
-        internal_name = re.sub(r"[^A-Za-z0-9_]", "_", f"{ref.name}_{version}")[:80]
+        digest = _file_digest(weights_file)
+        version = ref.version or digest
+        # The digest keeps two stores' `ss27@v1` apart; the same weights under another URI are loaded once.
+        weights_id = digest.removeprefix("sha256-")
+        internal_name = re.sub(r"[^A-Za-z0-9_]", "_", f"{ref.name}_{version}")[:60] + f"_{weights_id}"
+        same_weights = next((item for item in self._adapters.values() if item.internal_name == internal_name), None)
+        if same_weights is not None:
+            self._adapters[cache_key] = same_weights
+            return same_weights
         try:
             self._base.load_lora_weights(str(weights_file), adapter_name=internal_name)
         except (ValueError, KeyError, RuntimeError, OSError) as error:
@@ -365,7 +372,9 @@ class ModelRegistry:
             oldest_key = next((key for key, item in self._adapters.items() if item.internal_name not in keep), None)
             if oldest_key is None:
                 return
-            self._base.delete_adapters(self._adapters.pop(oldest_key).internal_name)
+            evicted = self._adapters.pop(oldest_key).internal_name
+            if all(item.internal_name != evicted for item in self._adapters.values()):
+                self._base.delete_adapters(evicted)
 
     # ---- per-job helpers --------------------------------------------------------------------------
     def generator(self, seed: int) -> torch.Generator:

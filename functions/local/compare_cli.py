@@ -151,7 +151,7 @@ def compare(
         out.mkdir(parents=True, exist_ok=True)
         result = run_comparison(plan, engines, out, context, embedder=embedder, failure_log=failures, on_cell=_progress)
     except (GridInputError, PriceTableError, EngineSpecError, EngineFailedError, ConfigurationError) as error:
-        console.print(f"error: {error}", markup=False, highlight=False)
+        console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=EXIT_USAGE) from error
     _print_summary(result)
     failed = [record for record in result.records if not record.ok]

@@ -17,10 +17,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner, Result
 
 from functions.local.cli import app
 from functions.local.synthetic_photos import write_example_photos
+from functions.stages.provenance import ALGORITHMICALLY_ENHANCED
 from tests.conftest import tree_digest
 
 pytestmark = pytest.mark.e2e
@@ -80,11 +82,14 @@ def test_every_photo_goes_through_the_aws_flow_and_is_published(auto_run, exampl
         assert entry["status"] == "succeeded" and entry["error"] is None, entry
         assert all((out / path).is_file() for path in entry["outputs"].values())
         assert entry["review_items"] and entry["settings_fingerprint"]
-    # And approved/ holds one packshot per photo, the bytes of the packshot in its entry
+    # And approved/ holds one packshot per photo: the pixels of the packshot in its entry, marked as an algorithmic
+    # edit (IPTC Digital Source Type in XMP), with no EXIF
     for entry in entries.values():
         name = entry["review_items"][0]["details"]["publish_name"]
-        published = out / "approved" / name
-        assert published.read_bytes() == (out / entry["outputs"]["packshot"]).read_bytes()
+        published = Image.open(out / "approved" / name)
+        packshot = Image.open(out / entry["outputs"]["packshot"])
+        assert published.tobytes() == packshot.tobytes() and published.size == packshot.size
+        assert ALGORITHMICALLY_ENHANCED in published.info["xmp"].decode() and not published.getexif()
     # And published.jsonl carries each object's S3 user metadata: its provenance and who approved it
     lines = published_lines(out)
     assert len(lines) == len(entries)

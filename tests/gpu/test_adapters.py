@@ -78,6 +78,18 @@ def test_adapters_mix_by_weight_and_report_versions(tiny_registry, loras, tmp_pa
     assert versions["winter"] == "v7" and versions["summer"].startswith("sha256-")
 
 
+def test_two_stores_same_version_name_different_weights_each_apply_their_own(tiny_registry, loras, tmp_path) -> None:
+    # Given two brand stores that each registered an `ss27@v1`, with different weights, served by one worker
+    first = {"name": "ss27", "uri": loras["summer"].as_uri(), "version": "ss27@v1"}
+    second = {"name": "ss27", "uri": loras["winter"].as_uri(), "version": "ss27@v1"}
+    # When a job uses the first, then one uses the second
+    with_first = _scene(tiny_registry, tmp_path, "first", [first])
+    with_second = _scene(tiny_registry, tmp_path, "second", [second])
+    # Then both run, each with its own weights, and the first still gives its own scene afterwards
+    assert not np.array_equal(with_first, with_second)
+    assert np.array_equal(_scene(tiny_registry, tmp_path, "first-again", [first]), with_first)
+
+
 def test_adapter_from_s3_is_downloaded_once_to_the_cache(tiny_registry, loras, tmp_path) -> None:
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
