@@ -53,7 +53,6 @@ IMAGES = (
         "3.12",
         (
             "pydantic[email]>=2.7,<3",
-            "pydantic-settings>=2.3",
             "aws-lambda-powertools[parser,tracer]>=3.0",
             "boto3>=1.35",
             "pillow>=10.3",

@@ -1,6 +1,6 @@
 """The stack and the runtime share only environment variable names: each Lambda handler module declares its
-`SETTINGS` (a pydantic-settings class, field names = variable names in lower case), and the function the stack
-deploys with that handler sets exactly those variables: none missing, none unread.
+`SETTINGS` (a pydantic model read from the environment, field names = variable names in lower case), and the
+function the stack deploys with that handler sets exactly those variables: none missing, none unread.
 """
 
 import importlib

@@ -1,4 +1,4 @@
-"""Each Lambda's environment as a pydantic-settings model. The CDK stack sets the same names (upper case).
+"""Each Lambda's environment as a pydantic model. The CDK stack sets the same names (upper case).
 
 Field names are the environment variable names in lower case, so `grep -ri ledger_table_name` finds both sides.
 Every handler module names the model it reads as `SETTINGS` and loads it at entry (`load(SETTINGS)`), so a missing
