@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from urllib.parse import unquote
 
 import numpy as np
 from PIL import Image
+
+from tests.fakes.loopback import serve_posts, stop_serving
 
 MODELS = ("amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "amazon.titan-image-generator-v1")
 TASKS = {"TEXT_IMAGE": "textToImageParams", "OUTPAINTING": "outPaintingParams", "INPAINTING": "inPaintingParams"}
@@ -50,24 +51,11 @@ class FakeBedrockRuntime:
         self._script.extend(answers)
 
     def start(self) -> FakeBedrockRuntime:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = serve_posts(self._handle)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))

@@ -21,7 +21,6 @@ import email.policy
 import hashlib
 import io
 import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from tests.fakes.loopback import serve_posts, stop_serving
 
 API_KEY = "sk-test-loopback"
 SIZES = {"256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto", "64x64", "128x128"}
@@ -54,24 +55,11 @@ class FakeOpenAIImages:
         self._script.extend(answers)
 
     def start(self) -> FakeOpenAIImages:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = serve_posts(self._handle)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
     # ---- the API ---------------------------------------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:

@@ -31,6 +31,7 @@ from functions.stages.comparison.engines import (
     place_product,
     png_bytes,
     product_mask,
+    provider_output,
     read_cutout,
 )
 
@@ -145,15 +146,7 @@ class BedrockEngine:
             image = Image.open(io.BytesIO(base64.b64decode(images[0]))).convert("RGB")
         except (OSError, ValueError) as error:
             raise EngineFailedError("error", f"Bedrock {self.model_id} returned an undecodable image") from error
-        if image.size != (task.size, task.size):
-            image = image.resize((task.size, task.size), Image.Resampling.LANCZOS)
-        return EngineOutput(
-            image=image,
-            placed=placed,
-            keep_mask=product_mask(placed) if placed is not None else None,
-            seconds=seconds,
-            versions={"model": f"bedrock:{self.model_id}"},
-        )
+        return provider_output(image, task, placed, seconds, f"bedrock:{self.model_id}")
 
 
 def _refusal(model_id: str, message: str) -> EngineFailedError:

@@ -117,6 +117,27 @@ def place_product(product: Image.Image, size: int, fill: float = 0.6, margin: fl
     return canvas
 
 
+def provider_output(
+    image: Image.Image,
+    task: GenerationTask,
+    placed: Image.Image | None,
+    seconds: float,
+    model: str,
+    seed_honoured: bool = True,
+) -> EngineOutput:
+    """An external provider's decoded answer as a cell's output: the task's size, the product's region to keep."""
+    if image.size != (task.size, task.size):
+        image = image.resize((task.size, task.size), Image.Resampling.LANCZOS)
+    return EngineOutput(
+        image=image,
+        placed=placed,
+        keep_mask=product_mask(placed) if placed is not None else None,
+        seconds=seconds,
+        versions={"model": model},
+        seed_honoured=seed_honoured,
+    )
+
+
 def product_mask(placed: Image.Image) -> Image.Image:
     """255 where the placed product is, 0 elsewhere."""
     alpha = np.asarray(placed.getchannel("A"))

@@ -32,6 +32,7 @@ from functions.stages.comparison.engines import (
     place_product,
     png_bytes,
     product_mask,
+    provider_output,
     read_cutout,
 )
 
@@ -117,16 +118,7 @@ class OpenAIImagesEngine:
             image = Image.open(io.BytesIO(base64.b64decode(data[0]["b64_json"]))).convert("RGB")
         except (ValueError, KeyError, IndexError, TypeError, OSError) as error:
             raise EngineFailedError("error", f"{self.name}: the answer holds no b64_json image") from error
-        if image.size != (task.size, task.size):
-            image = image.resize((task.size, task.size), Image.Resampling.LANCZOS)
-        return EngineOutput(
-            image=image,
-            placed=placed,
-            keep_mask=product_mask(placed) if placed is not None else None,
-            seconds=seconds,
-            versions={"model": f"openai:{self.model}"},
-            seed_honoured=False,
-        )
+        return provider_output(image, task, placed, seconds, f"openai:{self.model}", seed_honoured=False)
 
 
 def _size(task: GenerationTask) -> str:
