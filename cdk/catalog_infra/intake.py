@@ -13,15 +13,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from .lambdas import image_function, light_code
+from .queues import work_queue
 from .storage import INTAKE_PREFIX, Storage
 
 INGEST_TIMEOUT = Duration.seconds(60)
-MAX_RECEIVE_COUNT = 5
 
 
 class Intake(Construct):
@@ -35,8 +34,7 @@ class Intake(Construct):
         via_event_bridge: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dlq = self._build_dead_letters()
-        self.queue = self._build_queue()
+        self.queue, self.dlq = work_queue(self, "Events", INGEST_TIMEOUT)
         if via_event_bridge:
             self._route_through_event_bridge(storage.intake)
         else:
@@ -47,27 +45,6 @@ class Intake(Construct):
             )
         self.ledger = self._build_ledger()
         self.function = self._build_ingest(state_machine)
-
-    def _build_dead_letters(self) -> sqs.Queue:
-        return sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-
-    def _build_queue(self) -> sqs.Queue:
-        return sqs.Queue(
-            self,
-            "Events",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            # 6x the consumer's timeout: a message is not redelivered while a slow batch is still being worked on.
-            visibility_timeout=Duration.seconds(INGEST_TIMEOUT.to_seconds() * 6),
-            retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT),
-        )
 
     def _route_through_event_bridge(self, intake: s3.Bucket) -> None:
         """The bucket's events go to EventBridge; "Object Created" under incoming/ goes on to the queue."""

@@ -18,18 +18,17 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from .config import DeployConfig
 from .lambdas import image_function, light_code
+from .queues import work_queue
 from .storage import BRANDS_PREFIX, INTAKE_PREFIX, Storage, grant_object_reads
 
 STAGE = "shopify"
 WEBHOOK_PATH = ("webhooks", "shopify")
 WEBHOOK_TIMEOUT = Duration.seconds(10)  # Shopify waits 5 s for the answer; the function answers in well under one
 INGEST_TIMEOUT = Duration.seconds(120)  # a product's images, each bounded by the fetcher's own timeouts
-MAX_RECEIVE_COUNT = 5
 MAX_BODY_BYTES = 512 * 1024
 # Shopify sends bursts (a bulk edit of a thousand products is a thousand webhooks); beyond this, 429 and a retry.
 THROTTLE_RATE = 50
@@ -63,8 +62,7 @@ class Shopify(Construct):
         self.webhook_secret = self._build_webhook_secret()
         self.admin_token = self._build_admin_token()
         self.table = self._build_table()
-        self.dlq = self._build_dead_letters()
-        self.queue = self._build_queue()
+        self.queue, self.dlq = work_queue(self, "Work", INGEST_TIMEOUT)
         self.api = self._build_api(log_role_api)
         self.webhook = self._build_webhook(config)
         self.ingest = self._build_ingest(storage, config)
@@ -113,26 +111,6 @@ class Shopify(Construct):
                 point_in_time_recovery_enabled=True
             ),
             removal_policy=RemovalPolicy.RETAIN,
-        )
-
-    def _build_dead_letters(self) -> sqs.Queue:
-        return sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-
-    def _build_queue(self) -> sqs.Queue:
-        return sqs.Queue(
-            self,
-            "Work",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            visibility_timeout=Duration.seconds(INGEST_TIMEOUT.to_seconds() * 6),
-            retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT),
         )
 
     def _build_api(self, log_role_api: apigw.RestApi | None) -> apigw.RestApi:
