@@ -40,6 +40,9 @@ class Runtime(StrEnum):
     SAGEMAKER = "sagemaker"
 
 
+TINY_RESOLUTION, TINY_VALIDATION_STEPS = 128, 4
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/] {message}", highlight=False)
     return typer.Exit(code=2)
@@ -74,7 +77,16 @@ def run(
     validation_every: Annotated[
         int | None, typer.Option(help="Steps between validation grids (default: only at the end).")
     ] = None,
-    validation_steps: Annotated[int, typer.Option(help="Denoising steps of each validation image.")] = 25,
+    validation_steps: Annotated[
+        int | None,
+        typer.Option(help="Denoising steps of each validation image (default 25; 4 with --models tiny)."),
+    ] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            help="Rescale the buckets to about this² pixels (default: each photo's bucket; 128 with --models tiny)."
+        ),
+    ] = None,
     on: Annotated[Runtime, typer.Option("--on", help="Where to train: local | sagemaker.")] = (Runtime.LOCAL),
     instance_type: Annotated[str, typer.Option(help="SageMaker instance.")] = "ml.g5.2xlarge",
     spot: Annotated[bool, typer.Option("--spot", help="SageMaker managed spot training.")] = False,
@@ -96,6 +108,8 @@ def run(
 ) -> None:
     """Train a brand LoRA on a checked dataset and register it as the next <name>@vN in the brand store."""
     # 1. check the inputs: the dataset, the settings, the store
+    # Random tiny models only try the flow: full-size buckets and 25-step grids would take minutes per step on a CPU.
+    tiny = models == "tiny"
     try:
         manifest = read_dataset(dataset)
         manifest_bytes = (dataset / "dataset.json").read_bytes()
@@ -115,7 +129,8 @@ def run(
             max_train_steps=steps,
             checkpoint_every=checkpoint_every,
             validation_every=validation_every,
-            validation_inference_steps=validation_steps,
+            validation_inference_steps=validation_steps or (TINY_VALIDATION_STEPS if tiny else 25),
+            resolution=resolution or (TINY_RESOLUTION if tiny else None),
         )
         if on is Runtime.SAGEMAKER and not (brands or os.environ.get("CATALOG_BRANDS_DIR") or "").startswith("s3://"):
             raise BrandStoreError("--on sagemaker needs --brands s3://BUCKET/brands/ (the stack's BrandStoreUri)")

@@ -38,7 +38,7 @@ from functions.stages.image_metrics import (
     metric_warnings,
     product_fidelity,
 )
-from schemas import JobKind, JobOutput, Severity
+from schemas import JobKind, JobOutput, RunManifest, Severity, Status
 
 CELL_RECORD = "cell.json"
 _SLUG = re.compile(r"[^A-Za-z0-9._@-]+")
@@ -160,25 +160,59 @@ def parse_prompts(raw: Any, path: Path) -> tuple[PromptSpec, ...]:
     return tuple(prompts)
 
 
+RUN_MANIFEST = "manifest.json"  # `catalog run`'s, in its output folder
+
+
 def find_products(folder: Path) -> tuple[ProductSpec, ...]:
-    """Product cutouts (PNG with alpha) under `folder`: `<sku>.png`, or `<sku>/cutout.png` (what `catalog run`
-    writes), or `<sku>/*.png`; the SKU is the file's stem or its folder's name."""
+    """Product cutouts under `folder`: a `catalog run` output folder (its manifest's cutouts, the SKU's first photo
+    as `<sku>` and further ones as `<sku>-<photo>`), or PNGs with alpha: `<sku>.png`, `<sku>/cutout.png`,
+    `<sku>/<photo>.cutout.png` or `<sku>/*.png`, the SKU being the file's stem or its folder's name."""
     if not folder.is_dir():
         raise GridInputError(f"{folder}: not a folder of product cutouts")
-    products: dict[str, ProductSpec] = {}
-    for path in sorted(folder.rglob("*.png")):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        sku = relative.stem if len(relative.parts) == 1 else relative.parts[-2]
-        if len(relative.parts) > 1 and path.stem != "cutout" and sku in products:
-            continue
-        if sku in products and products[sku].cutout.stem == "cutout":
-            continue
-        products[slug(sku)] = ProductSpec(slug(sku), path)
+    products = _products_of_a_run(folder) if (folder / RUN_MANIFEST).is_file() else _cutouts_in(folder)
     if not products:
         raise GridInputError(f"{folder}: no product cutouts (PNG with alpha) found")
     return tuple(products.values())
+
+
+def _products_of_a_run(folder: Path) -> dict[str, ProductSpec]:
+    try:
+        manifest = RunManifest.model_validate_json((folder / RUN_MANIFEST).read_bytes())
+    except ValueError as error:
+        raise GridInputError(f"{folder / RUN_MANIFEST}: not a catalog run manifest ({error})") from error
+    products: dict[str, ProductSpec] = {}
+    for entry in manifest.entries:
+        cutout = entry.outputs.get("cutout")
+        if entry.status is not Status.SUCCEEDED or cutout is None:
+            continue
+        sku = slug(entry.sku)
+        if sku in products:
+            sku = slug(f"{entry.sku}-{Path(entry.source).stem}")
+        products[sku] = ProductSpec(sku, folder / cutout)
+    return products
+
+
+def _cutouts_in(folder: Path) -> dict[str, ProductSpec]:
+    products: dict[str, ProductSpec] = {}
+    for path in sorted(folder.rglob("*.png")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not _has_alpha(path):
+            continue
+        sku = slug(relative.stem if len(relative.parts) == 1 else relative.parts[-2])
+        named_cutout = path.stem == "cutout" or path.stem.endswith(".cutout")
+        if sku in products and (not named_cutout or products[sku].cutout.stem.endswith("cutout")):
+            continue
+        products[sku] = ProductSpec(sku, path)
+    return products
+
+
+def _has_alpha(path: Path) -> bool:
+    """Read from the header only: masks and previews (no alpha) are not products."""
+    try:
+        with Image.open(path) as image:
+            return "A" in image.getbands() or "transparency" in image.info
+    except OSError:
+        return False
 
 
 # ---- scoring one image -----------------------------------------------------------------------------------------------
