@@ -25,6 +25,7 @@ from functions.local.dataset_cli import dataset_app
 from functions.stages.brand_versions import BrandStoreError, VersionStorage, version_for_run
 from functions.stages.training_runs import dataset_hash, finished_report, read_dataset, register_run, run_key
 from schemas.brand_versions import BrandVersion
+from schemas.dataset import DatasetManifest
 from schemas.training import MixedPrecision, TrainingConfig
 
 if TYPE_CHECKING:
@@ -41,6 +42,12 @@ class Runtime(StrEnum):
 
 
 TINY_RESOLUTION, TINY_VALIDATION_STEPS = 128, 4
+
+
+def _tiny_resolution(manifest: DatasetManifest) -> int | None:
+    """Buckets larger than TINY_RESOLUTION² shrink to it; smaller ones (test datasets) train as they are."""
+    largest = max((photo.bucket[0] * photo.bucket[1] for photo in manifest.kept if photo.bucket), default=0)
+    return TINY_RESOLUTION if largest > TINY_RESOLUTION**2 else None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -130,7 +137,7 @@ def run(
             checkpoint_every=checkpoint_every,
             validation_every=validation_every,
             validation_inference_steps=validation_steps or (TINY_VALIDATION_STEPS if tiny else 25),
-            resolution=resolution or (TINY_RESOLUTION if tiny else None),
+            resolution=resolution or (_tiny_resolution(manifest) if tiny else None),
         )
         if on is Runtime.SAGEMAKER and not (brands or os.environ.get("CATALOG_BRANDS_DIR") or "").startswith("s3://"):
             raise BrandStoreError("--on sagemaker needs --brands s3://BUCKET/brands/ (the stack's BrandStoreUri)")
