@@ -125,3 +125,69 @@ def _tiny_clip() -> tuple[Any, Any]:
     model = CLIPModel(config)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+UNSAFE_LABELS = ("nsfw", "unsafe", "porn", "hentai", "sexy", "explicit")
+
+
+class NsfwClassifier:
+    """An image classifier the user configured (a transformers image-classification folder, e.g. a copy of a ViT NSFW
+    detector), read with `local_files_only=True`; its score is the probability of its unsafe labels."""
+
+    def __init__(self, model: Any, processor: Any, name: str) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+        self.name = name
+        labels = {int(index): str(label) for index, label in model.config.id2label.items()}
+        self._unsafe = [index for index, label in labels.items() if label.lower() in UNSAFE_LABELS]
+        if not self._unsafe:
+            raise EmbeddingModelError(
+                f"{name}: none of the classifier's labels {sorted(labels.values())} is one of {list(UNSAFE_LABELS)}"
+            )
+
+    @classmethod
+    def load(cls, source: str) -> NsfwClassifier:
+        """A local image-classification folder, or "tiny" (random, labels normal/nsfw: plumbing only)."""
+        if source == TINY:
+            return cls(*_tiny_nsfw_classifier(), "tiny-random-nsfw")
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        folder = Path(source)
+        if not folder.is_dir():
+            raise EmbeddingModelError(f"{source}: not a folder with an image classifier (weights are never downloaded)")
+        try:
+            model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
+            processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise EmbeddingModelError(f"{source}: cannot load an image classifier ({type(error).__name__})") from error
+        return cls(model, processor, folder.name)
+
+    @torch.no_grad()
+    def unsafe_probability(self, image: Image.Image) -> float:
+        inputs = self.processor(images=[image.convert("RGB")], return_tensors="pt")
+        logits = self.model(pixel_values=inputs["pixel_values"].to(self.device)).logits.float()
+        return float(logits.softmax(dim=-1)[0, self._unsafe].sum().item())
+
+
+def _tiny_nsfw_classifier() -> tuple[Any, Any]:
+    """A tiny random ViT classifier (32 px, labels normal/nsfw) and its Pillow processor; nothing downloaded."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    try:  # transformers 5 names the Pillow-only processor apart (the default one wants torchvision)
+        from transformers import ViTImageProcessorPil as ViTImageProcessor
+    except ImportError:
+        from transformers import ViTImageProcessor  # type: ignore[assignment]
+
+    config = ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        id2label={0: "normal", 1: "nsfw"},
+        label2id={"normal": 0, "nsfw": 1},
+    )
+    torch.manual_seed(0)
+    return ViTForImageClassification(config), ViTImageProcessor(size={"height": 32, "width": 32})

@@ -26,7 +26,7 @@ from functions.stages.comparison.prices import PriceTable, PriceTableError
 if TYPE_CHECKING:
     from functions.ports import GpuJobRunner
     from functions.stages.comparison.compare import ComparisonResult
-    from functions.stages.comparison.grid import Embedder
+    from functions.stages.comparison.grid import Embedder, UnsafeScorer
 
 console = Console(stderr=True)
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -44,6 +44,19 @@ def recipe_runner_factory(models: str | None, roots: list[Path]) -> Callable[[],
         return InProcessGpuWorker(models, data_roots=[root for root in roots if root.exists()])
 
     return build
+
+
+def load_nsfw_classifier(source: str | None) -> UnsafeScorer | None:
+    if source is None:
+        return None
+    try:
+        from gpu_jobs.embeddings import EmbeddingModelError, NsfwClassifier
+    except ImportError as error:
+        raise ConfigurationError(f"--nsfw-model needs the gpu extra ({error.name} is missing)") from error
+    try:
+        return NsfwClassifier.load(source)
+    except EmbeddingModelError as error:
+        raise ConfigurationError(f"--nsfw-model {error}") from error
 
 
 def load_embedder(source: str | None, brand_photos: Path | None) -> Embedder | None:
@@ -112,6 +125,10 @@ def compare(
     brand_photos: Annotated[
         Path | None, typer.Option(help="The brand's training photos, for CLIP-I similarity.")
     ] = None,
+    nsfw_model: Annotated[
+        str | None,
+        typer.Option(help="A local image-classification folder with an nsfw/unsafe label (never downloaded), or tiny."),
+    ] = None,
     failures: Annotated[
         Path | None,
         typer.Option(help="Failure log (JSON Lines of rejected cases): re-run their prompts and seeds, per reason."),
@@ -134,6 +151,7 @@ def compare(
         if plan.size % 16:
             raise GridInputError(f"--size {plan.size}: must be a multiple of 16")
         embedder = load_embedder(embedding_model, brand_photos)
+        nsfw = load_nsfw_classifier(nsfw_model)
         if endpoint is not None:
             context = endpoint_context(brand, store, endpoint, work, price_table)
         else:
@@ -149,7 +167,9 @@ def compare(
                 prices=price_table,
             )
         out.mkdir(parents=True, exist_ok=True)
-        result = run_comparison(plan, engines, out, context, embedder=embedder, failure_log=failures, on_cell=_progress)
+        result = run_comparison(
+            plan, engines, out, context, embedder=embedder, nsfw=nsfw, failure_log=failures, on_cell=_progress
+        )
     except (GridInputError, PriceTableError, EngineSpecError, EngineFailedError, ConfigurationError) as error:
         console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=EXIT_USAGE) from error

@@ -80,6 +80,7 @@ def comparison(tmp_path_factory: pytest.TempPathFactory):
         "--brands", str(brands),
         "--size", "64",
         "--embedding-model", "tiny",
+        "--nsfw-model", "tiny",
         "--out", str(out),
     ]  # fmt: skip
     first = CliRunner().invoke(app, args, env=env)
@@ -110,8 +111,10 @@ def test_the_three_files_hold_every_cell_and_every_engine(comparison) -> None:
     assert summary["engines"]["base"]["flags"] == {}
     assert summary["engines"]["base"]["metrics"]["product_pixels_preserved"]["min"] == 1.0
     # which metrics were available, and what each rests on
-    assert "clip_t" in summary["metrics_available"] and "nsfw_score" not in summary["metrics_available"]
-    assert summary["metrics"]["nsfw_score"]["why_not"] == "no NSFW classifier configured"
+    assert {"clip_t", "nsfw_score"} <= set(summary["metrics_available"])
+    assert "tiny-random-nsfw" in summary["metrics"]["nsfw_score"]["source"]
+    assert 0.0 <= summary["engines"]["base"]["metrics"]["nsfw_score"]["min"] <= 1.0
+    assert "tiny-random-clip" in summary["metrics"]["clip_t"]["source"]
     assert summary["metrics"]["garment_delta_e"]["source"].startswith("pixels:")
     assert "tiny-random-clip" in summary["metrics"]["clip_t"]["source"]
 
@@ -120,6 +123,7 @@ def test_the_three_files_hold_every_cell_and_every_engine(comparison) -> None:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 1 * len(ENGINES) * 2
     assert "garment_delta_e [pixels]" in rows[0] and "clip_t [embedding:tiny-random-clip]" in rows[0]
+    assert "nsfw_score [classifier:tiny-random-nsfw]" in rows[0]
     assert {(row["engine"], row["seed"]) for row in rows if row["prompt_id"] == "terrace"} == {
         (engine, seed) for engine in ENGINES for seed in ("0", "1")
     }
@@ -169,7 +173,7 @@ def test_the_report_in_a_real_browser(comparison, browser) -> None:
     )
     assert "ΔE" in first_row.inner_text() and "IoU" in first_row.inner_text()
     # the metrics table says what each metric rests on
-    assert "no NSFW classifier configured" in page.locator("#metrics").inner_text()
+    assert "no brand training photos to compare with" in page.locator("#metrics").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "compare-report.png"), full_page=True)
 

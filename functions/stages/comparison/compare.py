@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.stages.comparison.engines import EngineContext, build_engines, split_engine_list
-from functions.stages.comparison.grid import CellRecord, Embedder, GridPlan, run_grid
+from functions.stages.comparison.grid import CellRecord, Embedder, GridPlan, UnsafeScorer, run_grid
 from functions.stages.comparison.prices import PriceTable
 from functions.stages.comparison.rejected import read_failure_log, rerun_rejected
 from functions.stages.comparison.report import summarise, write_reports
@@ -30,6 +30,7 @@ def run_comparison(
     context: EngineContext,
     *,
     embedder: Embedder | None = None,
+    nsfw: UnsafeScorer | None = None,
     failure_log: Path | None = None,
     on_cell: Callable[[CellRecord, bool], None] | None = None,
 ) -> ComparisonResult:
@@ -44,11 +45,13 @@ def run_comparison(
         if on_cell is not None:
             on_cell(record, was_reused)
 
-    records = run_grid(plan, engines, out_dir, prices, embedder, count)
+    records = run_grid(plan, engines, out_dir, prices, embedder, count, nsfw)
     loop = None
     if failure_log is not None:
         cases = read_failure_log(failure_log, context.brand)
-        loop = rerun_rejected(cases, engines, plan.products, out_dir, plan.size, prices, embedder, str(failure_log))
+        loop = rerun_rejected(
+            cases, engines, plan.products, out_dir, plan.size, prices, embedder, str(failure_log), nsfw
+        )
     paths = write_reports(
         out_dir,
         plan,
@@ -57,6 +60,7 @@ def run_comparison(
         brand=context.brand,
         prices=prices,
         embedder_name=getattr(embedder, "name", None),
+        nsfw_name=getattr(nsfw, "name", None),
         learning_loop=loop,
     )
     return ComparisonResult(records, summarise(records, names), paths, reused)

@@ -113,6 +113,14 @@ class Embedder(Protocol):
     def brand_similarity(self, image: Image.Image) -> float | None: ...
 
 
+class UnsafeScorer(Protocol):
+    """A configured NSFW classifier (gpu_jobs.embeddings.NsfwClassifier): the probability of its unsafe labels."""
+
+    name: str
+
+    def unsafe_probability(self, image: Image.Image) -> float: ...
+
+
 # ---- inputs ----------------------------------------------------------------------------------------------------------
 def slug(text: str) -> str:
     cleaned = _SLUG.sub("-", text).strip("-.")
@@ -223,6 +231,7 @@ def score_cell(
     keep_mask: Image.Image | None,
     prompt: str,
     embedder: Embedder | None,
+    nsfw: UnsafeScorer | None = None,
 ) -> tuple[dict[str, float | None], list[str]]:
     """Metrics and the automatic checks' flags for one image; writes the (located) placed.png and keep_mask.png."""
     output = np.asarray(image.convert("RGB"))
@@ -234,6 +243,8 @@ def score_cell(
         metrics["clip_t"] = round(embedder.prompt_adherence(image, prompt), 3)
         similarity = embedder.brand_similarity(image)
         metrics["clip_i_brand"] = None if similarity is None else round(similarity, 4)
+    if nsfw is not None:
+        metrics["nsfw_score"] = round(nsfw.unsafe_probability(image), 4)
     # The product as found, for the pipeline's own check (and for a person opening the cell).
     located = np.zeros_like(placed_rgba)
     located[..., :3] = location.reference_rgb
@@ -285,7 +296,14 @@ def plan_cells(plan: GridPlan, engines: Sequence[Engine]) -> Iterator[CellJob]:
                     yield CellJob(prompt, product, engine, seed)
 
 
-def run_cell(job: CellJob, out_dir: Path, size: int, prices: PriceTable, embedder: Embedder | None) -> CellRecord:
+def run_cell(
+    job: CellJob,
+    out_dir: Path,
+    size: int,
+    prices: PriceTable,
+    embedder: Embedder | None,
+    nsfw: UnsafeScorer | None = None,
+) -> CellRecord:
     """Generate and score one cell; a failure is a `failed` record with its reason, never a raise."""
     folder = cell_dir(out_dir, job.prompt.id, job.product.sku, job.engine.name, job.seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -307,7 +325,7 @@ def run_cell(job: CellJob, out_dir: Path, size: int, prices: PriceTable, embedde
         image.save(folder / "image.png")
         placed = generated.placed or place_product(read_cutout(job.product.cutout), size)
         keep = generated.keep_mask if generated.placed is not None else product_mask(placed)
-        metrics, flags = score_cell(folder, image, placed, keep, job.prompt.text, embedder)
+        metrics, flags = score_cell(folder, image, placed, keep, job.prompt.text, embedder, nsfw)
     except EngineFailedError as failure:
         record = CellRecord(**base, status="failed", reason=failure.reason, message=failure.message)
     except Exception as error:  # one broken cell (a bad image, a metric on a degenerate input) never stops the grid
@@ -340,6 +358,7 @@ def run_grid(
     prices: PriceTable,
     embedder: Embedder | None = None,
     on_cell: Callable[[CellRecord, bool], None] | None = None,
+    nsfw: UnsafeScorer | None = None,
 ) -> list[CellRecord]:
     """Every cell of the grid: the ones already made are read back, the missing ones are made now."""
     records: list[CellRecord] = []
@@ -347,7 +366,10 @@ def run_grid(
         folder = cell_dir(out_dir, job.prompt.id, job.product.sku, job.engine.name, job.seed)
         existing = read_cell(folder)
         reused = existing is not None and existing.ok and (out_dir / (existing.image or "")).is_file()
-        record = existing if reused and existing is not None else run_cell(job, out_dir, plan.size, prices, embedder)
+        if reused and existing is not None:
+            record = existing
+        else:
+            record = run_cell(job, out_dir, plan.size, prices, embedder, nsfw)
         records.append(record)
         if on_cell is not None:
             on_cell(record, reused)

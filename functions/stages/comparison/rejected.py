@@ -25,6 +25,7 @@ from functions.stages.comparison.grid import (
     GridInputError,
     ProductSpec,
     PromptSpec,
+    UnsafeScorer,
     cell_dir,
     read_cell,
     run_cell,
@@ -97,6 +98,7 @@ def rerun_rejected(
     prices: PriceTable,
     embedder: Embedder | None,
     source: str,
+    nsfw: UnsafeScorer | None = None,
 ) -> dict[str, Any]:
     """Re-run each case on each engine (resumable like the grid) and count per reason what is still flagged."""
     by_sku = {product.sku: product for product in products}
@@ -123,7 +125,7 @@ def rerun_rejected(
             record = (
                 existing
                 if existing is not None and existing.ok
-                else run_cell(job, rejected_dir, size, prices, embedder)
+                else run_cell(job, rejected_dir, size, prices, embedder, nsfw)
             )
             records.append(record)
             if not record.ok:

@@ -38,7 +38,9 @@ EMBEDDING_METRICS = ("clip_t", "clip_i_brand")
 ALL_METRICS = (*PIXEL_METRICS, *EMBEDDING_METRICS, "nsfw_score", "seconds", "cost")
 
 
-def availability(records: Sequence[CellRecord], embedder_name: str | None, prices: PriceTable) -> dict[str, Any]:
+def availability(
+    records: Sequence[CellRecord], embedder_name: str | None, prices: PriceTable, nsfw_name: str | None = None
+) -> dict[str, Any]:
     """Per metric: its source, whether it has values, and why not when it has none."""
     found = {name for record in records for name, value in record.metrics.items() if value is not None}
     table: dict[str, Any] = {}
@@ -49,6 +51,8 @@ def availability(records: Sequence[CellRecord], embedder_name: str | None, price
             source = f"{source} ({embedder_name})"
         if name == "cost":
             source = f"{source} ({prices.source}, {prices.currency})"
+        if name == "nsfw_score" and nsfw_name:
+            source = f"{source} ({nsfw_name})"
         why_not = None
         if name not in found:
             if name in EMBEDDING_METRICS and not embedder_name:
@@ -56,7 +60,7 @@ def availability(records: Sequence[CellRecord], embedder_name: str | None, price
             elif name == "clip_i_brand":
                 why_not = "no brand training photos to compare with (--brand-photos)"
             elif name == "nsfw_score":
-                why_not = "no NSFW classifier configured"
+                why_not = "no NSFW classifier configured (--nsfw-model)" if not nsfw_name else "no cell was scored"
             elif name == "cost":
                 why_not = "the price table prices none of these engines"
             else:
@@ -72,12 +76,12 @@ def availability(records: Sequence[CellRecord], embedder_name: str | None, price
     return table
 
 
-def _column(name: str, prices: PriceTable, embedder_name: str | None) -> str:
+def _column(name: str, prices: PriceTable, embedder_name: str | None, nsfw_name: str | None = None) -> str:
     needs = METRICS[name].needs
     tag = {
         "nothing": "pixels",
         "embedding model": f"embedding:{embedder_name or 'none'}",
-        "nsfw classifier": "classifier:none",
+        "nsfw classifier": f"classifier:{nsfw_name or 'none'}",
         "timing": "timing",
         "price table": f"prices:{prices.currency}",
     }[needs]
@@ -122,8 +126,14 @@ def summarise(records: Sequence[CellRecord], engines: Sequence[str]) -> dict[str
     return summary
 
 
-def write_metrics_csv(path: Path, records: Sequence[CellRecord], prices: PriceTable, embedder_name: str | None) -> None:
-    columns = [_column(name, prices, embedder_name) for name in ALL_METRICS]
+def write_metrics_csv(
+    path: Path,
+    records: Sequence[CellRecord],
+    prices: PriceTable,
+    embedder_name: str | None,
+    nsfw_name: str | None = None,
+) -> None:
+    columns = [_column(name, prices, embedder_name, nsfw_name) for name in ALL_METRICS]
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -173,11 +183,12 @@ def write_reports(
     brand: str,
     prices: PriceTable,
     embedder_name: str | None,
+    nsfw_name: str | None = None,
     learning_loop: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write report.html, metrics.csv and summary.json into `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_table = availability(records, embedder_name, prices)
+    metrics_table = availability(records, embedder_name, prices, nsfw_name)
     summary = {
         "brand": brand,
         "prompts": [{"id": prompt.id, "prompt": prompt.text} for prompt in plan.prompts],
@@ -197,7 +208,7 @@ def write_reports(
         summary["learning_loop"] = learning_loop
     paths = {"summary": out_dir / SUMMARY_JSON, "csv": out_dir / METRICS_CSV, "html": out_dir / REPORT_HTML}
     paths["summary"].write_text(json.dumps(summary, indent=2, sort_keys=False), encoding="utf-8")
-    write_metrics_csv(paths["csv"], records, prices, embedder_name)
+    write_metrics_csv(paths["csv"], records, prices, embedder_name, nsfw_name)
     paths["html"].write_text(render_html(plan, engines, records, summary), encoding="utf-8")
     return paths
 
