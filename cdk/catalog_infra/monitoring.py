@@ -1,5 +1,5 @@
-"""A dashboard and the alarms someone should be woken for: DLQ depth, failed executions, endpoint errors, and the
-age of the oldest queued GPU request."""
+"""A dashboard and the alarms someone should be woken for: DLQ depth (intake and Shopify), failed executions,
+endpoint errors, and the age of the oldest queued GPU request."""
 
 from collections.abc import Mapping
 
@@ -24,6 +24,7 @@ class Monitoring(Construct):
         construct_id: str,
         *,
         dlq: sqs.IQueue,
+        shopify_dlq: sqs.IQueue,
         state_machine: sfn.StateMachine,
         endpoint_name: str,
         alarm_email: str,
@@ -33,6 +34,9 @@ class Monitoring(Construct):
         self._endpoint = {"EndpointName": endpoint_name}
         metrics = {
             "dlq": dlq.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
+            "shopify_dlq": shopify_dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
             "failed": state_machine.metric_failed(period=Duration.minutes(5), statistic="Sum"),
             "timed_out": state_machine.metric_timed_out(period=Duration.minutes(5), statistic="Sum"),
             "endpoint_errors": self._sagemaker_metric("InvocationFailures", "Sum"),
@@ -84,6 +88,11 @@ class Monitoring(Construct):
             "dlq": self._at_least_one(
                 "DeadLetters", metrics["dlq"], "Intake messages failed 5 times and wait in the DLQ."
             ),
+            "shopify_dlq": self._at_least_one(
+                "ShopifyDeadLetters",
+                metrics["shopify_dlq"],
+                "Shopify product events failed 5 times (image fetch or intake write) and wait in the DLQ.",
+            ),
             "failed": self._at_least_one("FailedExecutions", metrics["failed"], "Images ended in a failed state."),
             "endpoint_errors": self._at_least_one(
                 "EndpointErrors",
@@ -119,7 +128,7 @@ class Monitoring(Construct):
                     metrics["timed_out"],
                 ],
             ),
-            cloudwatch.GraphWidget(title="Intake DLQ", left=[metrics["dlq"]]),
+            cloudwatch.GraphWidget(title="Intake DLQs", left=[metrics["dlq"], metrics["shopify_dlq"]]),
             cloudwatch.GraphWidget(title="GPU backlog", left=[metrics["backlog"]], right=[metrics["oldest_request"]]),
             cloudwatch.GraphWidget(title="GPU failures", left=[metrics["endpoint_errors"]]),
         )

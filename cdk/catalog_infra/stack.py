@@ -48,6 +48,7 @@ class CatalogStack(Stack):
             self,
             "Monitoring",
             dlq=self.intake.dlq,
+            shopify_dlq=self.shopify.dlq,
             state_machine=state_machine,
             endpoint_name=self.gpu.endpoint_name,
             alarm_email=config.alarm_email,

@@ -234,6 +234,10 @@ def test_dashboard_and_alarms(synthesized):
         "InvocationFailures",
         "ApproximateAgeOfOldestRequest",
     } <= names
+    # And both dead-letter queues wake someone: intake's and the Shopify product events'
+    dead_letter_alarms = [a for a in alarms if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"]
+    queues = {json.dumps(a["Dimensions"]) for a in dead_letter_alarms if a.get("AlarmActions")}
+    assert len(queues) == 2 and any("ShopifyDeadLetters" in queue for queue in queues)
 
 
 def _statements_of_role(synthesized, role_logical_id: str) -> list[dict]:
