@@ -5,10 +5,10 @@
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from functions.adapters.local.files import FileStorage, file_uri
 from functions.ports import PublishStatus
 from functions.stages.publish import safe_name
 
@@ -30,6 +30,7 @@ def _append(path: Path, data: bytes) -> None:
 class FolderPublisher:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir.resolve()
+        self._files = FileStorage([self.out_dir])  # its create-only write: never an overwrite, never half a file
 
     def _inside(self, relative: str) -> Path:
         target = (self.out_dir / relative).resolve()
@@ -42,18 +43,9 @@ class FolderPublisher:
     ) -> tuple[PublishStatus, str]:
         relative = f"{APPROVED_DIR}/{name}"
         target = self._inside(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            # link() fails if the name exists, atomically: O_EXCL without a half-written file on a crash.
-            os.link(temporary, target)
-        except FileExistsError:
+        if not self._files.write_new(file_uri(target), data, content_type):
             same = hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
             return (PublishStatus.ALREADY_PUBLISHED if same else PublishStatus.CONFLICT), relative
-        finally:
-            os.unlink(temporary)
         line = {"path": relative, "content_type": content_type, "metadata": dict(sorted(metadata.items()))}
         _append(self.out_dir / PUBLISHED_LOG, (json.dumps(line) + "\n").encode())
         return PublishStatus.PUBLISHED, relative
