@@ -13,12 +13,12 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ses as ses
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from .apis import logged_stage
 from .config import DeployConfig
 from .lambdas import image_function, light_code
 from .storage import WORK_PREFIXES, Storage, grant_object_reads
@@ -111,35 +111,13 @@ class Review(Construct):
         )
 
     def _build_api(self) -> apigw.RestApi:
-        access_logs = logs.LogGroup(
-            self, "ApiAccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
-        )
         return apigw.RestApi(
             self,
             "Api",
             description="Review pages and decisions (signed links)",
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
-            deploy_options=apigw.StageOptions(
-                stage_name=STAGE,
-                tracing_enabled=True,
-                logging_level=apigw.MethodLoggingLevel.ERROR,
-                data_trace_enabled=False,  # request data holds link signatures
-                access_log_destination=apigw.LogGroupLogDestination(access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=False,
-                    http_method=True,
-                    ip=True,
-                    protocol=True,
-                    request_time=True,
-                    resource_path=True,
-                    response_length=True,
-                    status=True,
-                    user=False,
-                ),
-                throttling_rate_limit=20,
-                throttling_burst_limit=40,
-            ),
+            deploy_options=logged_stage(self, STAGE, rate_limit=20, burst_limit=40),
         )
 
     def _function_environment(self, config: DeployConfig) -> dict[str, str]:

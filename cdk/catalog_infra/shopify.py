@@ -16,10 +16,10 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from .apis import logged_stage
 from .config import DeployConfig
 from .lambdas import image_function, light_code
 from .queues import work_queue
@@ -114,35 +114,13 @@ class Shopify(Construct):
         )
 
     def _build_api(self, log_role_api: apigw.RestApi | None) -> apigw.RestApi:
-        access_logs = logs.LogGroup(
-            self, "ApiAccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
-        )
         api = apigw.RestApi(
             self,
             "Api",
             description="Shopify webhooks (products/create, products/update); the function verifies the HMAC",
             cloud_watch_role=False,  # one account-level role per region: the review API's
             binary_media_types=["*/*"],  # the body reaches the function base64-encoded: the exact bytes Shopify signed
-            deploy_options=apigw.StageOptions(
-                stage_name=STAGE,
-                tracing_enabled=True,
-                logging_level=apigw.MethodLoggingLevel.ERROR,
-                data_trace_enabled=False,  # request data holds the signature and the product
-                access_log_destination=apigw.LogGroupLogDestination(access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=False,
-                    http_method=True,
-                    ip=True,
-                    protocol=True,
-                    request_time=True,
-                    resource_path=True,
-                    response_length=True,
-                    status=True,
-                    user=False,
-                ),
-                throttling_rate_limit=THROTTLE_RATE,
-                throttling_burst_limit=THROTTLE_BURST,
-            ),
+            deploy_options=logged_stage(self, STAGE, rate_limit=THROTTLE_RATE, burst_limit=THROTTLE_BURST),
         )
         if log_role_api is not None:
             account = log_role_api.node.try_find_child("Account")
