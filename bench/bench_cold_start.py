@@ -7,9 +7,11 @@ median. Light handlers must stay within 1.5x the floor; heavy ones (prepare: the
 judged. Tracing is off as in tests and `catalog run` (`POWERTOOLS_TRACE_DISABLED=1`); `--tracing-on` measures
 with it on, as a deployed function with active X-Ray tracing runs (aws_xray_sdk is then imported, by design).
 
-    .venv/bin/python bench/bench_cold_start.py [--repeat 7] [--tracing-on]
+    .venv/bin/python bench/bench_cold_start.py [--repeat 7] [--tracing-on] [--explain 12]
 
-Prints figures and one PASS/FAIL line; exits 1 on FAIL. Not a test: timings belong in a benchmark, not in CI.
+Prints figures and one PASS/FAIL line; exits 1 on FAIL. `--explain N` then prints, for each light handler, the N
+modules it adds beyond the floor with the largest self time (one extra interpreter each; not part of the verdict).
+Not a test: timings belong in a benchmark, not in CI.
 """
 
 import argparse
@@ -73,6 +75,40 @@ def _import_times(code: str, environment: dict[str, str], exclude: set[str]) -> 
     return times
 
 
+_FLOOR_DONE = "-- floor imported --"
+
+
+def added_beyond_floor(module: str, environment: dict[str, str]) -> list[tuple[str, float, float]]:
+    """What importing `module` after the floor adds: (module, self ms, cumulative ms), largest self time first."""
+    code = f"{FLOOR_CODE}; import sys; print({_FLOOR_DONE!r}, file=sys.stderr); import {module}"
+    finished = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    added = []
+    for line in finished.stderr.split(_FLOOR_DONE, 1)[1].splitlines():
+        if line.startswith("import time:") and "cumulative" not in line:
+            self_us, cumulative_us, name = line.removeprefix("import time:").split("|", 2)
+            added.append((name.strip(), int(self_us) / 1000, int(cumulative_us) / 1000))
+    return sorted(added, key=lambda row: row[1], reverse=True)
+
+
+def explain(modules: list[str], environment: dict[str, str], top: int) -> None:
+    """Print the modules each light handler adds beyond the floor that cost the most (self time)."""
+    for module in modules:
+        if module.rsplit(".", 1)[1] in HEAVY_HANDLERS:
+            continue
+        added = added_beyond_floor(module, environment)
+        total = sum(self_ms for _, self_ms, _ in added)
+        print(f"\n{module}: {len(added)} modules beyond the floor, {total:.1f} ms (self times, one run)")
+        for name, self_ms, cumulative_ms in added[:top]:
+            print(f"  {self_ms:7.1f} ms self {cumulative_ms:8.1f} ms cumulative  {name}")
+
+
 def import_ms(code: str, environment: dict[str, str], startup: set[str]) -> float:
     """The summed top-level import time of `code` in one fresh interpreter, in ms."""
     return sum(_import_times(code, environment, startup).values()) / 1000
@@ -82,6 +118,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="fresh interpreters per module (median)")
     parser.add_argument("--tracing-on", action="store_true", help="measure with Powertools tracing enabled")
+    parser.add_argument(
+        "--explain", type=int, default=0, metavar="N", help="also print the N costliest modules each handler adds"
+    )
     args = parser.parse_args()
 
     # 1. The environment: tracing off unless asked, the repository importable, no bytecode written by us.
@@ -120,7 +159,11 @@ def main() -> int:
             failures.append(f"{name} {ratio:.2f}x")
         print(f"{module:44s} {elapsed:8.1f} ms  {ratio:5.2f}x  {verdict}")
 
-    # 4. One verdict line.
+    # 4. Where the time goes, when asked: not part of the verdict.
+    if args.explain:
+        explain(modules, environment, args.explain)
+
+    # 5. One verdict line.
     if failures:
         print(f"FAIL: light handlers over {RATIO_LIMIT}x the floor: {', '.join(failures)}")
         return 1
