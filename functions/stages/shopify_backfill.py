@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from functions.stages.shopify_publish import AdminGraphQL, is_our_media_url
+from functions.stages.shopify_names import is_our_media_url
+from functions.stages.shopify_publish import AdminGraphQL
 from schemas.shopify import EventSource, ShopifyProduct, ShopifyTopic, ShopifyWork
 
 PRODUCT_FOR_INTAKE = """

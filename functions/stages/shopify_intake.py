@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from functions.errors import field_problems
-from functions.stages.shopify_publish import is_our_media_url
+from functions.stages.shopify_names import is_our_media_url  # not shopify_publish: the webhook stays light
 from schemas import GarmentCategory, ProductSidecar
 from schemas.product import SIDECAR_NAME
 from schemas.shopify import EventSource, ShopifyImage, ShopifyProduct, ShopifySettings, ShopifyTopic, ShopifyWork

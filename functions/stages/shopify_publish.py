@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from functions.stages.provenance import C2paSigning, alt_text
 from functions.stages.publish import ReadBytes, _decided, published_bytes, safe_name
+from functions.stages.shopify_names import OUR_MEDIA_NAME as _OURS
 from schemas import ReviewDecision, ReviewItem, Verdict
 from schemas.publishing import PublishingProfile, ShopifyMediaResult, ShopifyMediaStatus, ShopifyPublishResult
 
@@ -90,7 +91,6 @@ DETACH_FILES = (
     " files { id } userErrors { code field message } } }"
 )
 
-_OURS = re.compile(r"-([a-z_]+)-cip([0-9a-f]{16})\.[a-z]+(?:\?|$)")
 _MAX_ALT = 512  # Shopify's limit for media alt text
 _PRODUCT_ID_FOLDER = re.compile(r"^product-([0-9]+)$")
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
@@ -116,11 +116,6 @@ def _recorded(product: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     except (ValueError, TypeError, KeyError, AttributeError):
         return {}
     return {token: found for token, found in entries.items() if found[0] in present}
-
-
-def is_our_media_url(url: str) -> bool:
-    """True for an image we published (our file name): intake must not take it in as a product photo again."""
-    return _OURS.search(url) is not None
 
 
 def _ours(media: Mapping[str, Any]) -> tuple[str, str] | None:
