@@ -22,7 +22,6 @@ be a top-level field. Two older forms are still read, each with the one meaning 
 form (`rotate_key_document`), so the bytes, and the links signed with them, survive a rotation.
 """
 
-import argparse
 import base64
 import binascii
 import hashlib
@@ -365,6 +364,8 @@ def verify_image(keys: SigningKeys, params: ImageParams, now: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m functions.review.signing rotate NEW_KID [--stage] [--retire KID ...] < current.json > next.json`,
     `... activate KID < current.json > next.json`, `... generate > keys.json`."""
+    import argparse  # here: the review Lambdas import this module, and argparse costs ~3 ms of their cold start
+
     parser = argparse.ArgumentParser(prog="python -m functions.review.signing", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     rotate = commands.add_parser("rotate", help="add a new key, keeping (or retiring) the listed ones")
