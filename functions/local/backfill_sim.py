@@ -184,6 +184,130 @@ def serialized_dynamodb_requests() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def listings_between_starts() -> Iterator[None]:
+    """ListExecutions never sees an execution half started. moto 5.2 adds a new execution to its state machine's list
+    before starting it, and lists its status as `None.value` until then: a listing that falls between the two (the
+    sim lists while the map's batches start executions) raised AttributeError."""
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    start, listing = StepFunctionsParserBackend.start_execution, StepFunctionResponse.list_executions
+    lock = threading.Lock()
+
+    def start_whole(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return start(backend, *args, **kwargs)
+
+    def list_started(response: Any) -> Any:
+        with lock:
+            return listing(response)
+
+    with (
+        mock.patch.object(StepFunctionsParserBackend, "start_execution", start_whole),
+        mock.patch.object(StepFunctionResponse, "list_executions", list_started),
+    ):
+        yield
+
+
+class _OnePartition:
+    """A table seen as one of its partitions: what a Query on the table's own key reads."""
+
+    def __init__(self, table: Any, hash_key: Any) -> None:
+        self._table, self._hash_key = table, hash_key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def all_items(self) -> list[Any]:
+        partition = self._table.items.get(self._hash_key)
+        if partition is None:
+            return []
+        return list(partition.values()) if self._table.range_key_attr else [partition]
+
+
+@contextmanager
+def partition_queries() -> Iterator[None]:
+    """A Query on a table's own key reads that key's partition, as DynamoDB does. moto 5.2 walks (and sorts) every
+    item of the table for each Query and keeps those with the key: O(table) a query, so the review and ledger tables
+    made a 1,000-image backfill quadratic. Same items, same order, same pages; index queries are left as they are."""
+    from moto.dynamodb.models.table import Table
+
+    query: Any = Table.query
+
+    def query_partition(table: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        if index_name or hash_key is None:
+            return query(table, hash_key, *args, **kwargs)
+        return query(_OnePartition(table, hash_key), hash_key, *args, **kwargs)
+
+    with mock.patch.object(Table, "query", query_partition):
+        yield
+
+
+@contextmanager
+def item_level_transaction_rollback() -> Iterator[None]:
+    """TransactWriteItems stays all-or-nothing, backing up only the items it writes. moto 5.2 deep-copies the whole
+    table once per item of the transaction before writing (its rollback): the review digest's transactions (a batch
+    and up to 50 claims) copied the review table 51 times each, quadratic over a backfill. Here each written item's
+    previous version (or its absence) is kept, and put back if the transaction is cancelled."""
+    import copy
+
+    import moto.dynamodb.models as dynamodb_models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    transact = DynamoDBBackend.transact_write_items
+
+    class _TablesUncopied:
+        """moto's `copy` module for the duration of one transaction: tables are not copied, anything else is."""
+
+        @staticmethod
+        def deepcopy(value: Any) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value)
+
+    def key_of(table: Any, op_type: str, op: dict[str, Any]) -> tuple[Any, Any]:
+        attrs = op["Item"] if op_type == "Put" else op["Key"]
+        range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
+        return DynamoType(attrs[table.hash_key_attr]), range_value
+
+    def restore(table: Any, hash_value: Any, range_value: Any, previous: Any) -> None:
+        if table.range_key_attr:
+            partition = table.items[hash_value]
+            if previous is None:
+                partition.pop(range_value, None)
+            else:
+                partition[range_value] = previous
+        elif previous is None:
+            table.items.pop(hash_value, None)
+        else:
+            table.items[hash_value] = previous
+
+    def transact_backing_up_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+        backups = []
+        for entry in transact_items:
+            op_type, op = next(iter(entry.items()))
+            table = backend.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+            if table is None or op_type == "ConditionCheck":
+                continue
+            try:
+                hash_value, range_value = key_of(table, op_type, op)
+            except (KeyError, TypeError):
+                continue  # malformed: moto refuses it before writing anything for it
+            backups.append((table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value))))
+        with mock.patch.object(dynamodb_models, "copy", _TablesUncopied):
+            try:
+                transact(backend, transact_items)
+            except Exception:
+                for table, hash_value, range_value, previous in reversed(backups):
+                    restore(table, hash_value, range_value, previous)
+                raise
+
+    with mock.patch.object(DynamoDBBackend, "transact_write_items", transact_backing_up_items):
+        yield
+
+
 class _QuietProgress:
     """The flow driver's progress hooks; the backfill shows its own counts."""
 
@@ -195,6 +319,25 @@ class _QuietProgress:
 
     def job_done(self, result: JobResult) -> None:
         return None
+
+
+class _BackfillDriver(FlowDriver):
+    """The flow driver, reading the execution list at most as often as reading it costs, times four. Each read lists
+    every execution of the pass (1,000 here) through moto's serializer; at the driver's 50 ms poll that read took most
+    of a core from the executions it watches. A status is seen a few hundred ms later at most; nothing else changes."""
+
+    READ_SHARE = 0.2  # of the main thread's time, at most, spent reading statuses
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_read = 0.0
+
+    def refresh_statuses(self) -> None:
+        started = time.monotonic()
+        if started < self._next_read:
+            return
+        super().refresh_statuses()
+        self._next_read = started + (time.monotonic() - started) / self.READ_SHARE
 
 
 class SimBackfill:
@@ -222,6 +365,9 @@ class SimBackfill:
         _enter_sim_process(cleanup)
         cleanup.enter_context(serialized_asl_parsing())
         cleanup.enter_context(serialized_dynamodb_requests())
+        cleanup.enter_context(listings_between_starts())
+        cleanup.enter_context(partition_queries())
+        cleanup.enter_context(item_level_transaction_rollback())
         self.deployment: Deployment = deploy(stack)
         self.functions = LambdaFunctions(
             self.deployment.routes, self.deployment.memory, concurrency=self.settings.workers
@@ -247,7 +393,7 @@ class SimBackfill:
         endpoint = GpuEndpoint(self.deployment.endpoint, self.settings.models, gpu.jobs_table_name, job_buckets)
         cleanup.enter_context(self.functions.attached_to_moto())
         cleanup.enter_context(endpoint.attached_to_moto())
-        self.driver = FlowDriver(self.deployment, self.functions, endpoint, _QuietProgress())
+        self.driver = _BackfillDriver(self.deployment, self.functions, endpoint, _QuietProgress())
         self.driver.gpu_jobs_running = True
         cleanup.callback(self.driver.stop_running_executions)
 
@@ -326,19 +472,21 @@ class SimBackfill:
         show(counts)
 
     def _discover_new_executions(self) -> None:
-        """The driver's discovery, for new executions only (it describes every one each time: O(n^2) at 1,000)."""
+        """The driver's discovery, for new executions only (it describes every one each time: O(n^2) at 1,000), and
+        every status from the same listing."""
         kwargs: dict[str, Any] = {"stateMachineArn": self.deployment.state_machine_arn, "maxResults": 1000}
         while True:
             page = self.driver.sfn.list_executions(**kwargs)
             for listed in page["executions"]:
-                if listed["executionArn"] not in self.driver.executions:
-                    described = self.driver.sfn.describe_execution(executionArn=listed["executionArn"])
+                arn = listed["executionArn"]
+                if arn not in self.driver.executions:
+                    described = self.driver.sfn.describe_execution(executionArn=arn)
                     request = ExecutionInput.model_validate_json(described["input"])
-                    self.driver.executions[listed["executionArn"]] = Execution(listed["executionArn"], request)
+                    self.driver.executions[arn] = Execution(arn, request)
+                self.driver.executions[arn].status = listed["status"]
             if not page.get("nextToken"):
                 break
             kwargs["nextToken"] = page["nextToken"]
-        self.driver.refresh_statuses()
 
     def _count_done(self, counts: BackfillCounts, before: set[str]) -> None:
         counts.done = sum(e.status in TERMINAL for arn, e in self.driver.executions.items() if arn not in before)
