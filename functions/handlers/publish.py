@@ -17,7 +17,6 @@ from functions.adapters.aws.clients import client
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.publisher import S3Publisher
 from functions.adapters.aws.s3_storage import S3Storage
-from functions.adapters.aws.shopify_admin import publish_to_store
 from functions.adapters.aws.transient import retry_transient
 from functions.stages.publish import publish_decisions
 from schemas import PublishInput
@@ -52,6 +51,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # Then the store, when one is connected: after the bucket, which keeps every approved image whatever Shopify says.
     shop = None
     if config.shopify_admin_secret_id:
+        # Imported here: only deployments with a store publish to Shopify, and the rest need not load the stage.
+        from functions.adapters.aws.shopify_admin import publish_to_store
+
         shop = publish_to_store(
             request,
             secret_id=config.shopify_admin_secret_id,
