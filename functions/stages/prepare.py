@@ -1,13 +1,19 @@
 """The CPU half for one product photo: intake -> background removal -> cutout -> packshot -> checks, then the
 derived files written through the storage port and the GPU job requests built.
 
-`process_photo` works in memory (the benchmark calls it alone); `prepare_image` is the stage both runtimes call:
-`catalog run` with `file://` prefixes under OUT, the prepare Lambda with `s3://` prefixes in the work bucket.
+`process_photo` works in memory; `prepare_image` is the stage both runtimes call: `catalog run` with `file://`
+prefixes under OUT, the prepare Lambda with `s3://` prefixes in the work bucket. Where the process has more than one
+core for the photo (OpenCV's thread count: one per worker in `catalog run`, all of a Lambda's), independent steps run
+side by side on threads: the cutout and its PNG beside the packshot, then the other encodings. Pillow, OpenCV and
+libpng release the GIL while they work.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
+import cv2
 from PIL import Image
 
 from functions.encoding import content_type_for, encode_image, extension_for
@@ -40,6 +46,7 @@ class ProcessedPhoto:
     normalised: NormalisedImage
     background: BackgroundResult
     cutout: Image.Image
+    cutout_png: bytes  # the cutout encoded, made beside the packshot: on a 24 MP photo the largest single encoding
     packshot: Packshot
     checks: tuple[QualityFlag, ...]
 
@@ -50,8 +57,11 @@ def process_photo(
     remover: BackgroundRemover,
     packshot_settings: PackshotSettings,
     limits: IntakeLimits | None = None,
+    pool: Executor | None = None,
 ) -> ProcessedPhoto:
-    """Run the CPU stages on one photo's bytes. Raises IntakeError / BackgroundRemovalError naming `filename`."""
+    """Run the CPU stages on one photo's bytes. Raises IntakeError / BackgroundRemovalError naming `filename`.
+
+    With a `pool`, the cutout and its PNG are made on it while this thread composes the packshot."""
     # 1. Validate and normalise before any model sees the pixels.
     normalised = normalise_image(data, filename, limits or IntakeLimits())
 
@@ -62,11 +72,16 @@ def process_photo(
         raise BackgroundRemovalError(error.code, f"{filename}: {error.message}") from error
 
     # 3. Cut out at the normalised image's own size, so it lines up with the original pixel for pixel.
-    cutout = make_cutout(normalised.image, background.mask)
+    def cut_out() -> tuple[Image.Image, bytes]:
+        cutout = make_cutout(normalised.image, background.mask)
+        return cutout, encode_image(cutout, "png")
+
+    cutout_future: Future[tuple[Image.Image, bytes]] | None = pool.submit(cut_out) if pool else None
 
     # 4. Compose the catalog packshot (the mask's parts, labelled once, frame it and feed the checks).
     parts = find_mask_parts(background.mask)
     packshot = compose_packshot(normalised.image, background.mask, packshot_settings, parts)
+    cutout, cutout_png = cutout_future.result() if cutout_future else cut_out()
 
     # 5. Record what a reviewer should look at; nothing here changes the images.
     checks = quality_checks(background.mask, packshot_settings, parts)
@@ -80,7 +95,7 @@ def process_photo(
                 f"{background.confidence:.2f}): {reason}.",
             ),
         )
-    return ProcessedPhoto(normalised, background, cutout, packshot, checks)
+    return ProcessedPhoto(normalised, background, cutout, cutout_png, packshot, checks)
 
 
 @dataclass(frozen=True)
@@ -117,13 +132,21 @@ def _preview(image: Image.Image, fmt: str) -> bytes:
     # `thumbnail` works in place: give it a second image over the same pixels (it swaps in its own, smaller
     # buffer) rather than a copy, which for a 24 MP cutout costs more than the thumbnail itself.
     image.load()
-    thumb = image._new(image.im)
+    thumb = image.convert("RGB") if fmt == "jpeg" and image.mode != "RGB" else image._new(image.im)
     thumb.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     return encode_image(thumb, fmt, quality=85)  # type: ignore[arg-type]
 
 
-def _as_rgb(image: Image.Image) -> Image.Image:
-    return image if image.mode == "RGB" else image.convert("RGB")
+def _photo_previews(image: Image.Image, mask: Image.Image) -> tuple[bytes, bytes]:
+    """The photo's preview (JPEG) and the cutout's (PNG), both made from one thumbnail of the photo and one of the
+    mask: on a 24 MP photo, thumbnailing the full-size RGBA cutout as well cost twice the other two together."""
+    image.load()
+    thumb = image._new(image.im)
+    thumb.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    small_mask = mask._new(mask.im)
+    small_mask.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # the same size as `thumb`: the two sizes are equal
+    photo_preview = encode_image(thumb if thumb.mode == "RGB" else thumb.convert("RGB"), "jpeg", quality=85)
+    return photo_preview, encode_image(make_cutout(thumb, small_mask), "png")
 
 
 def _cutout_info(result: ProcessedPhoto) -> Cutout:
@@ -153,40 +176,49 @@ def prepare_image(
     reviewers: Sequence[str] = (),
 ) -> PreparedPhoto:
     """Run the CPU stages, write the derived files, and build the GPU job requests. Raises CatalogError."""
-    # 1. The CPU stages, in memory.
-    result = process_photo(photo.data, photo.source, remover, packshot_settings, limits)
-
-    # 2. The derived files, each under this photo's own prefix (never beside the original).
-    fmt = packshot_settings.resolved_format
-    packshot = result.packshot.image
-    packshot_preview_format = "png" if packshot.mode == "RGBA" else "jpeg"
-    writes: dict[str, tuple[str, bytes, str]] = {
-        "cutout": (f"{targets.files_prefix}cutout.png", encode_image(result.cutout, "png"), "image/png"),
-        "mask": (f"{targets.files_prefix}mask.png", encode_image(result.background.mask, "png"), "image/png"),
-        "packshot": (
-            f"{targets.files_prefix}packshot{extension_for(fmt)}",
-            encode_image(packshot, fmt, quality=packshot_settings.quality),
-            content_type_for(fmt),
-        ),
-        "original_preview": (
-            f"{targets.previews_prefix}original.jpg",
-            _preview(_as_rgb(result.normalised.image), "jpeg"),
-            "image/jpeg",
-        ),
-        "cutout_preview": (f"{targets.previews_prefix}cutout.png", _preview(result.cutout, "png"), "image/png"),
-        "packshot_preview": (
-            f"{targets.previews_prefix}packshot{extension_for(packshot_preview_format)}",  # type: ignore[arg-type]
-            _preview(packshot, packshot_preview_format),
-            content_type_for(packshot_preview_format),  # type: ignore[arg-type]
-        ),
-    }
-    if JobKind.GHOST_MANNEQUIN in photo.kinds:
-        # The ghost-mannequin job needs the photo with its mannequin, as intake normalised it (sRGB, upright).
-        writes["normalised"] = (
-            f"{targets.files_prefix}normalised.png",
-            encode_image(result.normalised.image, "png"),
-            "image/png",
+    threads = max(1, cv2.getNumThreads())
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        # 1. The CPU stages, in memory (the packshot beside the cutout only when this photo has a second core).
+        result = process_photo(
+            photo.data, photo.source, remover, packshot_settings, limits, pool if threads > 1 else None
         )
+
+        # 2. The derived files, each under this photo's own prefix (never beside the original), encoded side by side.
+        fmt = packshot_settings.resolved_format
+        packshot = result.packshot.image
+        preview_format = "png" if packshot.mode == "RGBA" else "jpeg"
+        encodings: dict[str, tuple[str, Callable[[], bytes], str]] = {
+            "cutout": (f"{targets.files_prefix}cutout.png", lambda: result.cutout_png, "image/png"),
+            "mask": (
+                f"{targets.files_prefix}mask.png",
+                partial(encode_image, result.background.mask, "png"),
+                "image/png",
+            ),
+            "packshot": (
+                f"{targets.files_prefix}packshot{extension_for(fmt)}",
+                partial(encode_image, packshot, fmt, quality=packshot_settings.quality),
+                content_type_for(fmt),
+            ),
+            "packshot_preview": (
+                f"{targets.previews_prefix}packshot{extension_for(preview_format)}",  # type: ignore[arg-type]
+                partial(_preview, packshot, preview_format),
+                content_type_for(preview_format),  # type: ignore[arg-type]
+            ),
+        }
+        if JobKind.GHOST_MANNEQUIN in photo.kinds:
+            # The ghost-mannequin job needs the photo with its mannequin, as intake normalised it (sRGB, upright).
+            encodings["normalised"] = (
+                f"{targets.files_prefix}normalised.png",
+                partial(encode_image, result.normalised.image, "png"),
+                "image/png",
+            )
+        encoded = {name: pool.submit(encode) for name, (_, encode, _) in encodings.items()}
+        original_preview, cutout_preview = _photo_previews(result.normalised.image, result.background.mask)
+        writes = {
+            name: (uri, encoded[name].result(), content_type) for name, (uri, _, content_type) in encodings.items()
+        }
+    writes["original_preview"] = (f"{targets.previews_prefix}original.jpg", original_preview, "image/jpeg")
+    writes["cutout_preview"] = (f"{targets.previews_prefix}cutout.png", cutout_preview, "image/png")
     for uri, data, content_type in writes.values():
         storage.write_bytes(uri, data, content_type)
     files = PreparedFiles(

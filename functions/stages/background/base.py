@@ -53,9 +53,10 @@ def make_cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
     # Pillow's own band operations, without array copies: a 24 MP cutout is made in a fraction of the time.
     rgba = image.convert("RGBA") if image.mode != "RGBA" else image.copy()
     rgba.putalpha(alpha)
-    rgba.paste((0, 0, 0, 0), None, alpha.point(_HIDDEN))  # a 0/255 paste mask fills or leaves, never blends
+    # A bilevel ("1") paste mask fills or leaves each pixel; an "L" one would blend every pixel (twice the time).
+    rgba.paste((0, 0, 0, 0), None, alpha.point(_HIDDEN, "1"))
     return rgba
 
 
-# Alpha 0 -> 255 (zeroed), anything else -> 0 (kept as is).
+# Alpha 0 -> set (zeroed), anything else -> clear (kept as is).
 _HIDDEN = [255] + [0] * 255
