@@ -37,6 +37,9 @@ from schemas import (
 )
 
 PREVIEW_SIDE = 360  # previews for the report and the review email: a batch of 24 MP photos still opens fast
+# Previews shrink by whole-pixel box averaging to at most this factor above their size, then resample: on a 2000 px
+# packshot a third of the time of Pillow's default (2.0), with no visible difference at 360 px.
+PREVIEW_REDUCING_GAP = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def _preview(image: Image.Image, fmt: str) -> bytes:
     # buffer) rather than a copy, which for a 24 MP cutout costs more than the thumbnail itself.
     image.load()
     thumb = image.convert("RGB") if fmt == "jpeg" and image.mode != "RGB" else image._new(image.im)
-    thumb.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    thumb.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), reducing_gap=PREVIEW_REDUCING_GAP)
     return encode_image(thumb, fmt, quality=85)  # type: ignore[arg-type]
 
 
@@ -142,9 +145,9 @@ def _photo_previews(image: Image.Image, mask: Image.Image) -> tuple[bytes, bytes
     mask: on a 24 MP photo, thumbnailing the full-size RGBA cutout as well cost twice the other two together."""
     image.load()
     thumb = image._new(image.im)
-    thumb.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    thumb.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), reducing_gap=PREVIEW_REDUCING_GAP)
     small_mask = mask._new(mask.im)
-    small_mask.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # the same size as `thumb`: the two sizes are equal
+    small_mask.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), reducing_gap=PREVIEW_REDUCING_GAP)  # the same size as thumb
     photo_preview = encode_image(thumb if thumb.mode == "RGB" else thumb.convert("RGB"), "jpeg", quality=85)
     return photo_preview, encode_image(make_cutout(thumb, small_mask), "png")
 
