@@ -6,7 +6,7 @@ Built once per execution environment (cold start) and reused by warm invocations
 import time
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from functions.adapters.aws import settings
@@ -14,11 +14,13 @@ from functions.adapters.aws.clients import client
 from functions.adapters.aws.review_store import DynamoDBReviewStore
 from functions.adapters.aws.s3_storage import s3_location
 from functions.adapters.aws.step_functions import StepFunctionsResumer
-from functions.review.page import ImageUrl
 from functions.review.service import ReviewService
 from functions.review.signing import IMAGE_KINDS, ImageParams, LinkParams, SigningKeys, load_secrets_manager_keys
 from functions.review.store import StoredReview
 from schemas.review import ReviewItem
+
+if TYPE_CHECKING:  # the page module itself only where a page is served (review_api)
+    from functions.review.page import ImageUrl
 
 __all__ = ["IMAGE_KINDS", "image_location", "image_route", "presigned_image_urls", "review_link", "review_service"]
 
@@ -91,10 +93,10 @@ def image_location(item: ReviewItem, kind: str) -> tuple[str, str]:
     return s3_location(uri)
 
 
-def presigned_image_urls(s3: Any, expires_in: int) -> Callable[[StoredReview, LinkParams], ImageUrl]:
+def presigned_image_urls(s3: Any, expires_in: int) -> Callable[[StoredReview, LinkParams], "ImageUrl"]:
     """The page's images: presigned GETs that die in minutes, so a leaked page source does not leak the images."""
 
-    def for_review(review: StoredReview, params: LinkParams) -> ImageUrl:
+    def for_review(review: StoredReview, params: LinkParams) -> "ImageUrl":
         def url(item: ReviewItem, kind: str) -> str:
             bucket, key = image_location(item, kind)
             return str(
