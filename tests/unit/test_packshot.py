@@ -195,6 +195,31 @@ def test_soft_edges_blend_into_white_as_an_alpha_composite_would():
     assert difference.max() <= 3
 
 
+def test_an_enlarged_product_looks_as_a_lanczos_enlargement_would():
+    # Given a small photo whose product must be enlarged about 3x to fill the packshot (enlargement takes the
+    # bicubic path; shrinking keeps Lanczos)
+    product = (20, 16, 180, 244)
+    photo, mask = studio_photo((200, 260), product, soft_edge=1.5, seed=3)
+    mask = Image.fromarray(np.where(np.asarray(mask) > 8, np.asarray(mask), 0).astype(np.uint8), "L")
+    # When the packshot is made
+    packshot = compose_packshot(photo, mask, PackshotSettings(size=800))
+    box = packshot.placement
+    assert box.bottom - box.top > 2.5 * (product[3] - product[1])
+    # Then it is within a few grey levels of Pillow's Lanczos resize-then-alpha-composite of the same cutout
+    crop = mask.getbbox()
+    assert crop is not None
+    cutout = photo.crop(crop)
+    cutout.putalpha(mask.crop(crop))
+    resized = cutout.resize((box.right - box.left, box.bottom - box.top), Image.Resampling.LANCZOS)
+    expected = Image.alpha_composite(Image.new("RGBA", resized.size, (255, 255, 255, 255)), resized)
+    ours = np.asarray(packshot.image.crop((box.left, box.top, box.right, box.bottom)), dtype=np.int16)
+    difference = np.abs(ours - np.asarray(expected.convert("RGB"), dtype=np.int16))
+    assert difference.mean() <= 1.0
+    assert np.percentile(difference, 99) <= 6
+    # And everything outside the product is still exactly white
+    assert (np.asarray(packshot.image)[outside(box, 800)] == 255).all()
+
+
 # -- transparent -------------------------------------------------------------------------------------------
 
 
