@@ -8,13 +8,18 @@ MaxConcurrency, MaxItemsPerBatch and seconds per image (its pace), the endpoint'
 the review digest's cadence. The sim's own speed (one machine, one process) says nothing about AWS's wall time; the
 AWS figures come from those bounds.
 
-    .venv/bin/python bench/bench_backfill.py [--objects 1000] [--photo-size 96x128] [--packshot-size 64]
+    .venv/bin/python bench/bench_backfill.py [--objects 1000] [--stop-after-batches 50] [--photo-size 96x128]
+        [--packshot-size 64]
 
-Prints figures; asserts nothing; not run in CI.
+With `--stop-after-batches N` the first pass stops after N batches and a second pass resumes it, as `catalog
+backfill --runtime aws-sim --stop-after-batches N` does (what the ledger holds is skipped); the figures per image count
+both. A last pass goes over the finished listing. Prints figures, the process's CPU time and peak RSS; asserts nothing;
+not run in CI.
 """
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -61,6 +66,9 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--photo-size", default="96x128", help="WxH of each synthetic photo")
     parser.add_argument("--packshot-size", type=int, default=64)
+    parser.add_argument(
+        "--stop-after-batches", type=int, default=None, help="stop the first pass after N batches, then resume it"
+    )
     args = parser.parse_args()
     width, height = (int(part) for part in args.photo_size.split("x"))
 
@@ -84,35 +92,56 @@ def main() -> int:
         setup_s = time.monotonic() - setup_started
         bounds = template_bounds(sim)
 
-        # 3. One backfill pass, timed; then a second pass over the same listing (what a resume costs when all is done).
-        run = sim.run("incoming/acme/", "acme", lambda counts: None)
-        again = sim.run("incoming/acme/", "acme", lambda counts: None)
+        rss_after_setup_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        # 3. The backfill, timed pass by pass (wall time, and this process's CPU time: the machine may be shared):
+        #    stopped after N batches and resumed, if asked; then a pass over the finished listing (a resume with
+        #    nothing left to do).
+        stops = [args.stop_after_batches, None] if args.stop_after_batches else [None]
+        passes = []
+        for stop in [*stops, None]:
+            cpu_before = sum(os.times()[:2])
+            run = sim.run("incoming/acme/", "acme", lambda counts: None, stop)
+            passes.append((run, sum(os.times()[:2]) - cpu_before))
         published = len(sim.published_keys())
         per_execution = [
             sim.state_transitions([arn]) for arn in list(sim.driver.executions)[: min(50, len(sim.driver.executions))]
         ]
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # 4. Figures measured here.
-    counts = run.counts
-    transitions_per_image = run.state_transitions / max(counts.started, 1)
     print(
         f"objects: {seeded} photos of {width}x{height} px, packshot {args.packshot_size} px, jobs packshot, models tiny"
     )
     print(f"set-up (moto, stack deployed into it, objects put): {setup_s:.1f} s")
+    for number, (run, cpu_s) in enumerate(passes, start=1):
+        counts = run.counts
+        role = (
+            "over finished work"
+            if number == len(passes)
+            else "stopped"
+            if run.stopped
+            else ("resumed" if number > 1 else "the backfill")
+        )
+        print(
+            f"pass {number} ({role}): {run.seconds:.1f} s wall, {cpu_s:.1f} s CPU, {counts.listed} listed / "
+            f"{counts.started} started / {counts.skipped} skipped / {counts.done} done / {counts.failed} failed in "
+            f"{counts.batches} batches, {run.state_transitions} state transitions"
+        )
+    work = passes[:-1]
+    started = sum(run.counts.started for run, _ in work)
+    seconds = sum(run.seconds for run, _ in work)
+    transitions_per_image = sum(run.state_transitions for run, _ in work) / max(started, 1)
     print(
-        f"pass 1: {run.seconds:.1f} s for {counts.listed} listed / {counts.started} started / {counts.skipped} "
-        f"skipped / {counts.done} done / {counts.failed} failed in {counts.batches} batches "
-        f"= {run.seconds / max(counts.started, 1) * 1000:.0f} ms per image on this machine"
-    )
-    print(
-        f"pass 2 (resume over finished work): {again.seconds:.1f} s, "
-        f"{again.counts.skipped} skipped, {again.counts.started} started"
+        f"backfill: {started} images started in {seconds:.1f} s = {seconds / max(started, 1) * 1000:.0f} ms per image "
+        f"on this machine ({sum(cpu for _, cpu in work) / max(started, 1) * 1000:.0f} ms CPU)"
     )
     print(f"published: {published}")
     print(
         f"state transitions per image (per-image execution, moto history): {transitions_per_image:.2f} "
         f"(median of {len(per_execution)} executions: {statistics.median(per_execution) if per_execution else 0})"
     )
+    print(f"peak RSS: {peak_rss_mb:,.0f} MB ({rss_after_setup_mb:,.0f} MB after set-up)")
 
     # 5. Extrapolation: the AWS bounds, from the template.
     concurrency, batch = bounds["max_concurrency"], bounds["items_per_batch"]
@@ -138,7 +167,7 @@ def main() -> int:
     for total in (10_000, 100_000):
         hours = total / min(map_rate_per_h, endpoint_rate_per_h, digest_rate_per_h)
         transitions = total * (transitions_per_image + map_transitions_per_image)
-        sim_hours = total * run.seconds / max(counts.started, 1) / 3600
+        sim_hours = total * seconds / max(started, 1) / 3600
         print(
             f"{total:>7,} images: {hours:,.1f} h on AWS at the bound; {transitions:,.0f} state transitions "
             f"(${transitions * STATE_MACHINE_TRANSITION_USD:,.2f}); {sim_hours:,.1f} h in this sim"
