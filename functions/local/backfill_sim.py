@@ -250,7 +250,8 @@ def item_level_transaction_rollback() -> Iterator[None]:
     """TransactWriteItems stays all-or-nothing, backing up only the items it writes. moto 5.2 deep-copies the whole
     table once per item of the transaction before writing (its rollback): the review digest's transactions (a batch
     and up to 50 claims) copied the review table 51 times each, quadratic over a backfill. Here each written item's
-    previous version (or its absence) is kept, and put back if the transaction is cancelled."""
+    previous version (or its absence) is kept, and put back if the transaction is cancelled. moto's `copy` is swapped
+    for the transaction's duration: the sim sends DynamoDB one request at a time (`serialized_dynamodb_requests`)."""
     import copy
 
     import moto.dynamodb.models as dynamodb_models
