@@ -39,7 +39,10 @@ def handler_modules() -> list[str]:
 def _environment(tracing_on: bool) -> dict[str, str]:
     environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONDONTWRITEBYTECODE="1")
     environment.pop("POWERTOOLS_TRACE_DISABLED", None)
-    if not tracing_on:
+    if tracing_on:
+        # Powertools (and `tracer_for`) trace only inside Lambda, which they recognise by this variable.
+        environment["LAMBDA_TASK_ROOT"] = str(REPO_ROOT)
+    else:
         environment["POWERTOOLS_TRACE_DISABLED"] = "1"
     return environment
 
