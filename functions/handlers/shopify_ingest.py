@@ -12,6 +12,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+# Before anything imports pydantic: with pydantic already loaded, Powertools' batch module also builds its pydantic
+# parser models (`has_pydantic` in utilities/batch/types.py), ~60 ms more of the cold start for models we never use.
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
