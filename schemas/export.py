@@ -18,8 +18,9 @@ from . import (
     RunManifest,
 )
 from .brand_versions import BrandVersion, PromotionRecord
+from .execution import ExecutionInput
 from .shopify import ShopifySettings
-from .workflow import ChecksInput, ExecutionInput, PreparedImage, PublishInput, PublishResult, ReviewRequest
+from .workflow import ChecksInput, PreparedImage, PublishInput, PublishResult, ReviewRequest
 
 EXPORTED: dict[str, type[BaseModel]] = {
     "product-sidecar": ProductSidecar,

@@ -2,33 +2,17 @@
 
 On AWS they travel as Step Functions state (ingest -> prepare -> GPU jobs -> checks -> review -> publish); locally the
 runner passes the same models from stage to stage. Every handler parses its input with one of these at its boundary,
-and the workflow tests build their task results from them.
+and the workflow tests build their task results from them. The first, `ExecutionInput`, is in `schemas/execution.py`:
+it refers to no other contract, so `ingest` imports it without the models below (and review's, jobs').
 """
 
-from pydantic import ConfigDict, EmailStr, Field, computed_field
+from pydantic import EmailStr, Field, computed_field
 
 from ._base import Contract
 from .checks import QualityFlag
 from .jobs import JobRequest, JobResult, Uri
 from .records import Cutout, IntakeInfo
 from .review import ReviewItem, ReviewOutcome
-
-
-class ExecutionInput(Contract):
-    """One object version that arrived under `incoming/<brand>/<sku>/`: what `ingest` starts an execution with."""
-
-    # An S3 key is exact: stripping `SKU-1\u00a0/` or `front.jpg ` would name another object (or none at all).
-    model_config = ConfigDict(str_strip_whitespace=False)  # merged with Contract's (frozen, extra="forbid")
-
-    bucket: str = Field(min_length=3)
-    key: str = Field(min_length=1)
-    version_id: str | None = None
-    etag: str | None = None
-    size: int = Field(ge=0)
-    brand: str = Field(min_length=1, max_length=128)
-    sku: str = Field(min_length=1)
-    filename: str = Field(min_length=1)
-    image_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{8,96}$")
 
 
 class PreparedFiles(Contract):
