@@ -2,7 +2,7 @@
 the normal flow, each started exactly as `ingest` starts an uploaded one.
 
 Per object: HeadObject for its current version id and ETag (a listing has no version id, and the S3 notification
-ingest saw carried one, so only the version id gives the same ledger key and execution name), then ingest's own
+ingest saw carried one, so only the version id gives the same ledger key and execution name), then the shared
 `start_once`: the ledger claim and the deterministic execution name. What the ledger holds is skipped, so a stopped or
 re-run backfill starts nothing twice. An object that is gone or unreadable fails alone, named in the result; a
 throttle fails the batch as `TransientServiceError`, which the Map retries (every start is idempotent).
@@ -18,10 +18,10 @@ from botocore.exceptions import ClientError
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
+from functions.adapters.aws.intake_start import start_once
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_events import IntakeObject, product_location
 from functions.adapters.aws.transient import retry_transient, transient_reason
-from functions.handlers.ingest import start_once
 from schemas.backfill import BackfillBatch, BackfillBatchResult, BackfillFailure, BackfillItem
 
 logger = Logger(service="backfill")

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from functions.adapters.aws.clients import client
 from functions.handlers import ingest
 
 from .aws_fixtures import INTAKE, REGION, FakeContext, create_resources, s3_message, sqs_event
@@ -19,9 +20,9 @@ def machine(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "CatalogImages")
     with mock_aws():
-        ingest.client.cache_clear()
+        client.cache_clear()
         yield create_resources(monkeypatch)
-        ingest.client.cache_clear()
+        client.cache_clear()
 
 
 def executions(machine: str) -> list[dict]:
