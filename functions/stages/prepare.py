@@ -4,8 +4,8 @@ derived files written through the storage port and the GPU job requests built.
 `process_photo` works in memory; `prepare_image` is the stage both runtimes call: `catalog run` with `file://`
 prefixes under OUT, the prepare Lambda with `s3://` prefixes in the work bucket. Where the process has more than one
 core for the photo (OpenCV's thread count: one per worker in `catalog run`, all of a Lambda's), independent steps run
-side by side on threads: the cutout and its PNG beside the packshot, then the other encodings. Pillow, OpenCV and
-libpng release the GIL while they work.
+side by side on threads: the cutout's and the mask's PNGs beside the packshot, then the other encodings. Pillow,
+OpenCV and libpng release the GIL while they work.
 """
 
 from collections.abc import Callable, Sequence
@@ -48,8 +48,10 @@ class ProcessedPhoto:
 
     normalised: NormalisedImage
     background: BackgroundResult
-    cutout: Image.Image
-    cutout_png: bytes  # the cutout encoded, made beside the packshot: on a 24 MP photo the largest single encoding
+    # The cutout (RGBA, the normalised image's size) and the mask as PNG: on a 24 MP photo the two largest encodings,
+    # under way on the pool while the packshot is composed; done once process_photo returns without a pool.
+    cutout_png: Future[bytes]
+    mask_png: Future[bytes]
     packshot: Packshot
     checks: tuple[QualityFlag, ...]
 
@@ -64,7 +66,7 @@ def process_photo(
 ) -> ProcessedPhoto:
     """Run the CPU stages on one photo's bytes. Raises IntakeError / BackgroundRemovalError naming `filename`.
 
-    With a `pool`, the cutout and its PNG are made on it while this thread composes the packshot."""
+    With a `pool`, the cutout and the mask are encoded on it while this thread composes the packshot."""
     # 1. Validate and normalise before any model sees the pixels.
     normalised = normalise_image(data, filename, limits or IntakeLimits())
 
@@ -75,16 +77,15 @@ def process_photo(
         raise BackgroundRemovalError(error.code, f"{filename}: {error.message}") from error
 
     # 3. Cut out at the normalised image's own size, so it lines up with the original pixel for pixel.
-    def cut_out() -> tuple[Image.Image, bytes]:
-        cutout = make_cutout(normalised.image, background.mask)
-        return cutout, encode_image(cutout, "png")
+    def cutout_png() -> bytes:
+        return encode_image(make_cutout(normalised.image, background.mask), "png")
 
-    cutout_future: Future[tuple[Image.Image, bytes]] | None = pool.submit(cut_out) if pool else None
+    cutout_encoding = _on(pool, cutout_png)
+    mask_encoding = _on(pool, partial(encode_image, background.mask, "png"))
 
     # 4. Compose the catalog packshot (the mask's parts, labelled once, frame it and feed the checks).
     parts = find_mask_parts(background.mask)
     packshot = compose_packshot(normalised.image, background.mask, packshot_settings, parts)
-    cutout, cutout_png = cutout_future.result() if cutout_future else cut_out()
 
     # 5. Record what a reviewer should look at; nothing here changes the images.
     checks = quality_checks(background.mask, packshot_settings, parts)
@@ -98,7 +99,16 @@ def process_photo(
                 f"{background.confidence:.2f}): {reason}.",
             ),
         )
-    return ProcessedPhoto(normalised, background, cutout, cutout_png, packshot, checks)
+    return ProcessedPhoto(normalised, background, cutout_encoding, mask_encoding, packshot, checks)
+
+
+def _on(pool: Executor | None, work: Callable[[], bytes]) -> Future[bytes]:
+    """`work` submitted to the pool, or done now (as a finished future) without one."""
+    if pool is not None:
+        return pool.submit(work)
+    done: Future[bytes] = Future()
+    done.set_result(work())
+    return done
 
 
 @dataclass(frozen=True)
@@ -181,45 +191,42 @@ def prepare_image(
     """Run the CPU stages, write the derived files, and build the GPU job requests. Raises CatalogError."""
     threads = max(1, cv2.getNumThreads())
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        # 1. The CPU stages, in memory (the packshot beside the cutout only when this photo has a second core).
-        result = process_photo(
-            photo.data, photo.source, remover, packshot_settings, limits, pool if threads > 1 else None
-        )
+        # A second core for this photo: steps run side by side on the pool; one: each is done where it is asked for.
+        on_pool = pool if threads > 1 else None
 
-        # 2. The derived files, each under this photo's own prefix (never beside the original), encoded side by side.
+        # 1. The CPU stages, in memory.
+        result = process_photo(photo.data, photo.source, remover, packshot_settings, limits, on_pool)
+
+        # 2. The derived files, each under this photo's own prefix (never beside the original), encoded side by side
+        #    (the cutout's and the mask's PNGs are under way already).
         fmt = packshot_settings.resolved_format
         packshot = result.packshot.image
         preview_format = "png" if packshot.mode == "RGBA" else "jpeg"
-        encodings: dict[str, tuple[str, Callable[[], bytes], str]] = {
-            "cutout": (f"{targets.files_prefix}cutout.png", lambda: result.cutout_png, "image/png"),
-            "mask": (
-                f"{targets.files_prefix}mask.png",
-                partial(encode_image, result.background.mask, "png"),
-                "image/png",
-            ),
+        pending: dict[str, tuple[str, Future[bytes], str]] = {
+            "cutout": (f"{targets.files_prefix}cutout.png", result.cutout_png, "image/png"),
+            "mask": (f"{targets.files_prefix}mask.png", result.mask_png, "image/png"),
             "packshot": (
                 f"{targets.files_prefix}packshot{extension_for(fmt)}",
-                partial(encode_image, packshot, fmt, quality=packshot_settings.quality),
+                _on(on_pool, partial(encode_image, packshot, fmt, quality=packshot_settings.quality)),
                 content_type_for(fmt),
             ),
             "packshot_preview": (
                 f"{targets.previews_prefix}packshot{extension_for(preview_format)}",  # type: ignore[arg-type]
-                partial(_preview, packshot, preview_format),
+                _on(on_pool, partial(_preview, packshot, preview_format)),
                 content_type_for(preview_format),  # type: ignore[arg-type]
             ),
         }
         if JobKind.GHOST_MANNEQUIN in photo.kinds:
             # The ghost-mannequin job needs the photo with its mannequin, as intake normalised it (sRGB, upright).
-            encodings["normalised"] = (
+            pending["normalised"] = (
                 f"{targets.files_prefix}normalised.png",
-                partial(encode_image, result.normalised.image, "png"),
+                _on(on_pool, partial(encode_image, result.normalised.image, "png")),
                 "image/png",
             )
-        encoded = {name: pool.submit(encode) for name, (_, encode, _) in encodings.items()}
+        # Meanwhile, on this thread: the photo's and the cutout's previews, and the cutout's figures.
         original_preview, cutout_preview = _photo_previews(result.normalised.image, result.background.mask)
-        writes = {
-            name: (uri, encoded[name].result(), content_type) for name, (uri, _, content_type) in encodings.items()
-        }
+        cutout_info = _cutout_info(result)
+        writes = {name: (uri, future.result(), content_type) for name, (uri, future, content_type) in pending.items()}
     writes["original_preview"] = (f"{targets.previews_prefix}original.jpg", original_preview, "image/jpeg")
     writes["cutout_preview"] = (f"{targets.previews_prefix}cutout.png", cutout_preview, "image/png")
     for uri, data, content_type in writes.values():
@@ -256,7 +263,7 @@ def prepare_image(
         publish_stem=photo.publish_stem,
         content_sha256=photo.content_sha256,
         intake=IntakeInfo.model_validate(result.normalised.info.model_dump()),
-        cutout=_cutout_info(result),
+        cutout=cutout_info,
         checks=result.checks,
         files=files,
         reviewers=tuple(reviewers),
