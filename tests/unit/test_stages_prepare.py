@@ -216,6 +216,32 @@ def test_the_same_photo_gives_the_same_bytes_and_seeds_on_both_runtimes(tmp_path
     assert [job.seed for job in local.jobs] == [job.seed for job in aws.jobs]
 
 
+@pytest.fixture
+def opencv_threads():
+    """Sets OpenCV's thread count (what prepare reads as this photo's cores) for one test, then restores it."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    yield cv2.setNumThreads
+    cv2.setNumThreads(before)
+
+
+def test_one_core_or_several_give_the_same_files(opencv_threads):
+    # Given the same photo (all three GPU jobs, so the normalised copy is written too)
+    kinds = (JobKind.PACKSHOT, JobKind.LIFESTYLE, JobKind.GHOST_MANNEQUIN)
+    written = []
+    for threads in (1, 4):
+        # When it is prepared with one core (steps in turn) and with several (encodings side by side)
+        opencv_threads(threads)
+        storage = MemoryStorage()
+        prepared = prepare(storage, photo(kinds=kinds)).prepared
+        written.append((storage.blobs, prepared))
+    # Then the same files with the same bytes are written, and the payloads are equal
+    (one_core, one_payload), (cores, payload) = written
+    assert one_core == cores and len(cores) == 7
+    assert one_payload == payload
+
+
 def test_a_low_confidence_cutout_is_flagged_for_the_reviewer():
     # Given an engine unsure where the product ends, When the photo is prepared
     prepared = prepare(MemoryStorage(), remover=BoxRemover(confidence=0.3)).prepared
