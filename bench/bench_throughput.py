@@ -46,6 +46,7 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, 
     from functions.local.manifest import load_previous_manifest, remove_interrupted_writes
     from functions.local.report import write_report
 
+    runner.WORKER_START_METHOD = "fork"  # both paths: the workers must inherit the baseline's stages swapped in below
     if path == "baseline":
         from bench import baseline_keyer, baseline_prepare
 

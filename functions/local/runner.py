@@ -8,6 +8,7 @@ the same command: what is finished and on disk is reused, the rest (a GPU job in
 
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -322,6 +323,21 @@ def run_batch(
     return [results[i] for i in range(len(photos))]
 
 
+# Workers start from a fresh server process (forkserver), never as forks of this one: a fork inherits OpenCV's thread
+# pool in whatever state this process left it, and a worker's first OpenCV call (cv2.setNumThreads) could then wait
+# forever. Seen when this process had used OpenCV before the batch (an earlier run in the same process, a caller's own
+# image work). The bench sets "fork" so that the stages it swaps in reach the workers.
+WORKER_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _worker_pool(workers: int, settings: RunSettings, threads: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context(WORKER_START_METHOD)
+    if WORKER_START_METHOD == "forkserver":
+        # The server imports the stages once; each worker forks from it with them loaded (nothing has run there).
+        context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings, threads))
+
+
 def _process_all(
     pending: list[tuple[int, InputPhoto]], out_dir: Path, settings: RunSettings
 ) -> Iterator[tuple[int, ManifestEntry]]:
@@ -338,7 +354,7 @@ def _process_all(
                 yield index, _unexpected_failure(photo, settings, error)
         return
 
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(settings, threads)) as pool:
+    with _worker_pool(workers, settings, threads) as pool:
         # Submit in bounded waves so a batch of 10k photos does not queue 10k futures' arguments at once.
         queue: Iterator[tuple[int, InputPhoto]] = iter(pending)
         running: dict[Future[ManifestEntry], tuple[int, InputPhoto]] = {}
