@@ -52,8 +52,8 @@ def _imported_at_startup(environment: dict[str, str]) -> set[str]:
     return set(_import_times("pass", environment, exclude=set()).keys())
 
 
-def _import_times(code: str, environment: dict[str, str], exclude: set[str]) -> dict[str, int]:
-    """Top-level module -> cumulative microseconds, from `-X importtime` (nested imports are inside their parent)."""
+def _importtime_report(code: str, environment: dict[str, str]) -> str:
+    """What `python -X importtime -c code` prints (on stderr), in a fresh interpreter."""
     finished = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         capture_output=True,
@@ -64,8 +64,13 @@ def _import_times(code: str, environment: dict[str, str], exclude: set[str]) -> 
     )
     if finished.returncode != 0:
         raise SystemExit(f"`{code}` failed:\n{finished.stderr[-2000:]}")
+    return finished.stderr
+
+
+def _import_times(code: str, environment: dict[str, str], exclude: set[str]) -> dict[str, int]:
+    """Top-level module -> cumulative microseconds, from `-X importtime` (nested imports are inside their parent)."""
     times: dict[str, int] = {}
-    for line in finished.stderr.splitlines():
+    for line in _importtime_report(code, environment).splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
         _, cumulative, raw_name = line.split("|", 2)
@@ -84,16 +89,8 @@ _FLOOR_DONE = "-- floor imported --"
 def added_beyond_floor(module: str, environment: dict[str, str]) -> list[tuple[str, float, float]]:
     """What importing `module` after the floor adds: (module, self ms, cumulative ms), largest self time first."""
     code = f"{FLOOR_CODE}; import sys; print({_FLOOR_DONE!r}, file=sys.stderr); import {module}"
-    finished = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=REPO_ROOT,
-        check=True,
-    )
     added = []
-    for line in finished.stderr.split(_FLOOR_DONE, 1)[1].splitlines():
+    for line in _importtime_report(code, environment).split(_FLOOR_DONE, 1)[1].splitlines():
         if line.startswith("import time:") and "cumulative" not in line:
             self_us, cumulative_us, name = line.removeprefix("import time:").split("|", 2)
             added.append((name.strip(), int(self_us) / 1000, int(cumulative_us) / 1000))

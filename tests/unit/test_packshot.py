@@ -78,6 +78,20 @@ def drawn_extent(image: Image.Image) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def difference_from_lanczos(photo: Image.Image, mask: Image.Image, packshot: Packshot) -> np.ndarray:
+    """Per-pixel |difference| between the packshot's product and Pillow's own Lanczos resize of the same cutout,
+    alpha-composited on white: what a straightforward packshot would look like."""
+    box = packshot.placement
+    crop = mask.getbbox()
+    assert crop is not None
+    cutout = photo.crop(crop)
+    cutout.putalpha(mask.crop(crop))
+    resized = cutout.resize((box.right - box.left, box.bottom - box.top), Image.Resampling.LANCZOS)
+    expected = Image.alpha_composite(Image.new("RGBA", resized.size, (255, 255, 255, 255)), resized)
+    ours = np.asarray(packshot.image.crop((box.left, box.top, box.right, box.bottom)), dtype=np.int16)
+    return np.abs(ours - np.asarray(expected.convert("RGB"), dtype=np.int16))
+
+
 SMALL = PackshotSettings(size=600)
 
 
@@ -182,17 +196,8 @@ def test_soft_edges_blend_into_white_as_an_alpha_composite_would():
     mask = Image.fromarray(np.where(np.asarray(mask) > 8, np.asarray(mask), 0).astype(np.uint8), "L")
     # When the packshot is made
     packshot = compose_packshot(photo, mask, SMALL)
-    box = packshot.placement
     # Then its pixels match Pillow's own resize-then-alpha-composite of the same cutout, edges included
-    crop = mask.getbbox()
-    assert crop is not None
-    cutout = photo.crop(crop)
-    cutout.putalpha(mask.crop(crop))
-    resized = cutout.resize((box.right - box.left, box.bottom - box.top), Image.Resampling.LANCZOS)
-    expected = Image.alpha_composite(Image.new("RGBA", resized.size, (255, 255, 255, 255)), resized)
-    ours = np.asarray(packshot.image.crop((box.left, box.top, box.right, box.bottom)), dtype=np.int16)
-    difference = np.abs(ours - np.asarray(expected.convert("RGB"), dtype=np.int16))
-    assert difference.max() <= 3
+    assert difference_from_lanczos(photo, mask, packshot).max() <= 3
 
 
 def test_an_enlarged_product_looks_as_a_lanczos_enlargement_would():
@@ -206,14 +211,7 @@ def test_an_enlarged_product_looks_as_a_lanczos_enlargement_would():
     box = packshot.placement
     assert box.bottom - box.top > 2.5 * (product[3] - product[1])
     # Then it is within a few grey levels of Pillow's Lanczos resize-then-alpha-composite of the same cutout
-    crop = mask.getbbox()
-    assert crop is not None
-    cutout = photo.crop(crop)
-    cutout.putalpha(mask.crop(crop))
-    resized = cutout.resize((box.right - box.left, box.bottom - box.top), Image.Resampling.LANCZOS)
-    expected = Image.alpha_composite(Image.new("RGBA", resized.size, (255, 255, 255, 255)), resized)
-    ours = np.asarray(packshot.image.crop((box.left, box.top, box.right, box.bottom)), dtype=np.int16)
-    difference = np.abs(ours - np.asarray(expected.convert("RGB"), dtype=np.int16))
+    difference = difference_from_lanczos(photo, mask, packshot)
     assert difference.mean() <= 1.0
     assert np.percentile(difference, 99) <= 6
     # And everything outside the product is still exactly white
