@@ -1,9 +1,10 @@
 """The local mailer: each review email is an `.eml` file in `OUT/outbox/` (the AWS runtime sends it with SES)."""
 
 import os
-import threading
 from email.message import EmailMessage
 from pathlib import Path
+
+from functions.adapters.local.files import FileStorage, file_uri
 
 
 class OutboxMailer:
@@ -19,21 +20,12 @@ class OutboxMailer:
         stem = f"review-{message['X-Catalog-Review-Id'] or 'message'}"  # ids may start with "-"
         if str(message["Subject"]).startswith("Reminder: "):
             stem += "-reminder"
-        # Written whole under a hidden name first, then linked in under its own: whoever watches the outbox (a
-        # person, a mail pick-up, a test) never opens a message that is still being written. A link, unlike a
-        # rename, refuses a name that is taken.
-        partial = self.outbox / f".{stem}.{os.getpid()}.{threading.get_ident()}.partial"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(bytes(message))
-        try:
-            for attempt in range(1000):
-                path = self.outbox / (f"{stem}.eml" if attempt == 0 else f"{stem}-{attempt}.eml")
-                try:
-                    os.link(partial, path)
-                except FileExistsError:
-                    continue
+        # Each name is claimed with the storage's create-only write (a finished hidden file, hard-linked in): whoever
+        # watches the outbox (a person, a mail pick-up, a test) never opens a message still being written, and no
+        # message replaces another.
+        storage, data = FileStorage([self.outbox]), bytes(message)
+        for attempt in range(1000):
+            path = self.outbox / (f"{stem}.eml" if attempt == 0 else f"{stem}-{attempt}.eml")
+            if storage.write_new(file_uri(path), data, "message/rfc822"):
                 return str(path)
-            raise FileExistsError(f"too many messages named {stem} in {self.outbox}")
-        finally:
-            partial.unlink(missing_ok=True)
+        raise FileExistsError(f"too many messages named {stem} in {self.outbox}")
