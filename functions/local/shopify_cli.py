@@ -21,6 +21,16 @@ _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")
 _BRAND = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
 
 
+# Options `serve` and `sync` share: both take images in the same way, with the same brand settings.
+AllowImageHostOption = Annotated[
+    list[str] | None,
+    typer.Option("--allow-image-host", help="HOST:PORT images may also come from (local testing); repeatable."),
+]
+ShopifyBrandsOption = Annotated[
+    Path | None, typer.Option("--brands", help="Brand store; <brands>/<brand>/shopify.json holds the settings.")
+]
+
+
 def _brand_settings(brands: Path | None, brand: str) -> Any:
     """`<brands>/<brand>/shopify.json`, or the defaults when there is none."""
     from functions.errors import field_problems
@@ -59,13 +69,8 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    allow_image_host: Annotated[
-        list[str] | None,
-        typer.Option("--allow-image-host", help="HOST:PORT images may also come from (local testing); repeatable."),
-    ] = None,
-    brands: Annotated[
-        Path | None, typer.Option("--brands", help="Brand store; <brands>/<brand>/shopify.json holds the settings.")
-    ] = None,
+    allow_image_host: AllowImageHostOption = None,
+    brands: ShopifyBrandsOption = None,
 ) -> None:
     """Answer Shopify's products/create and products/update webhooks at http://127.0.0.1:PORT/webhooks/shopify.
 
@@ -124,13 +129,8 @@ def sync(
     token_env: Annotated[
         str, typer.Option("--token-env", help="Environment variable holding the Admin API access token.")
     ] = "SHOPIFY_ADMIN_TOKEN",  # noqa: S107 (the variable's name, not a token)
-    allow_image_host: Annotated[
-        list[str] | None,
-        typer.Option("--allow-image-host", help="HOST:PORT images may also come from (local testing); repeatable."),
-    ] = None,
-    brands: Annotated[
-        Path | None, typer.Option("--brands", help="Brand store; <brands>/<brand>/shopify.json holds the settings.")
-    ] = None,
+    allow_image_host: AllowImageHostOption = None,
+    brands: ShopifyBrandsOption = None,
 ) -> None:
     """Backfill existing products: read each through the Admin API and take its images in, as a webhook would.
 
