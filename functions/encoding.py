@@ -1,9 +1,13 @@
 """Encode catalog images for the web: sRGB pixels only, no metadata, the same bytes for the same pixels."""
 
 import io
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from typing import Any, Literal, get_args
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -19,13 +23,21 @@ _ENCODABLE_MODES = ("L", "RGB", "RGBA")
 _FULL_CHROMA_FROM_QUALITY = 90
 _SUBSAMPLING_444 = 0
 _SUBSAMPLING_420 = 2
-# PNG by OpenCV's libpng at zlib level 1 with the "Up" row filter only. A full-size cutout PNG is the largest single
-# cost of a photo: Pillow at level 6 took 3x level 1, and Pillow tries every filter on every row, which on a 24 MP
-# cutout costs as much as the deflate. One fixed filter, measured on cutouts and masks (bench/bench_background.py):
-# Up gave the smallest files of the single filters, ~1.5x faster than Pillow at level 1. Fixed settings keep the
-# bytes reproducible across callers. OpenCV writes only IHDR, IDAT and IEND: no metadata.
-_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-_TO_OPENCV_ORDER = {"RGB": cv2.COLOR_RGB2BGR, "RGBA": cv2.COLOR_RGBA2BGRA}
+# PNG written here, the way pigz writes gzip: the Up-filtered rows are cut into strips of a fixed size, each strip is
+# deflated on its own at zlib level 1 (ending on a byte boundary, without the final-block bit but the last), and
+# the pieces are joined into one zlib stream under an Adler-32 combined from each strip's. A full-size cutout PNG is
+# the largest single cost of a photo; strips let a photo with more than one core deflate on all of them. Single
+# threaded it is also faster than libpng at the same settings (no per-row calls): on a 24 MP cutout 0.40 s against
+# 0.54 s, for files of the same size. Level 1 and the one "Up" filter: Pillow at level 6 took 3x level 1, and
+# Pillow tries every filter on every row, which costs as much as the deflate; Up gave the smallest files of the
+# single filters on cutouts and masks. Strips are cut by size, never by thread count, so the same pixels always
+# give the same bytes. Only IHDR, IDAT and IEND are written: no metadata.
+PNG_STRIP_BYTES = 4 << 20  # filtered bytes per strip: a restarted dictionary costs <0.1% in size at this size
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {"L": (0, 1), "RGB": (2, 3), "RGBA": (6, 4)}  # mode -> (PNG colour type, bytes per pixel)
+_PNG_FILTER_UP = 2
+_ZLIB_HEADER_LEVEL_1 = b"\x78\x01"  # deflate, 32 KB window, "fastest" compression level
+_ADLER_BASE = 65521
 
 
 def check_output_format(fmt: str) -> OutputFormat:
@@ -100,9 +112,79 @@ def encode_image(image: Image.Image, fmt: OutputFormat, *, quality: int = 92) ->
 
 def _encode_png(image: Image.Image) -> bytes:
     pixels = np.asarray(image)
-    if image.mode in _TO_OPENCV_ORDER:
-        pixels = cv2.cvtColor(pixels, _TO_OPENCV_ORDER[image.mode])
-    ok, encoded = cv2.imencode(".png", pixels, _PNG_PARAMS)
-    if not ok:  # libpng refuses nothing we hand it (8-bit L, BGR, BGRA); this would be a broken OpenCV build
-        raise RuntimeError(f"OpenCV could not encode a {image.mode} {image.size} image as PNG")
-    return encoded.tobytes()
+    return encode_png_rows(image.size, image.mode, lambda top, bottom: pixels[top:bottom]).result()
+
+
+def encode_png_rows(
+    size: tuple[int, int], mode: str, rows: Callable[[int, int], np.ndarray], pool: Executor | None = None
+) -> Future[bytes]:
+    """PNG of an 8-bit L, RGB or RGBA image whose rows `top:bottom` are `rows(top, bottom)`, a (rows, width[, bands])
+    uint8 array. With a `pool`, strips are made and deflated on it (the future is done when the last one is);
+    without, all of it is done now. The bytes do not depend on the pool."""
+    width, height = size
+    colour_type, bands = _PNG_COLOUR_TYPES[mode]
+    row_bytes = width * bands
+    strip_rows = max(1, PNG_STRIP_BYTES // (row_bytes + 1))
+    starts = range(0, height, strip_rows)
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+
+    def strip(top: int) -> tuple[bytes, int, int]:
+        bottom = min(height, top + strip_rows)
+        # The Up filter stores each row minus the one above it (the first row of the image as it is).
+        pixels = np.ascontiguousarray(rows(max(0, top - 1), bottom)).reshape(-1, row_bytes)
+        filtered = np.empty((bottom - top, row_bytes + 1), np.uint8)
+        filtered[:, 0] = _PNG_FILTER_UP
+        if top == 0:
+            filtered[0, 1:] = pixels[0]
+            np.subtract(pixels[1:], pixels[:-1], out=filtered[1:, 1:])
+        else:
+            np.subtract(pixels[1:], pixels[:-1], out=filtered[:, 1:])
+        deflate = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        last = bottom == height
+        data = deflate.compress(filtered.data) + deflate.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+        return data, zlib.adler32(filtered.data), filtered.size
+
+    def assemble(pieces: list[tuple[bytes, int, int]]) -> bytes:
+        checksum = 1  # Adler-32 of nothing
+        for _, adler, length in pieces:
+            checksum = _adler32_combine(checksum, adler, length)
+        idat = [_ZLIB_HEADER_LEVEL_1 + pieces[0][0], *(data for data, _, _ in pieces[1:])]
+        idat[-1] += struct.pack(">I", checksum)
+        chunks = [_png_chunk(b"IHDR", header), *(_png_chunk(b"IDAT", data) for data in idat), _png_chunk(b"IEND", b"")]
+        return _PNG_SIGNATURE + b"".join(chunks)
+
+    done: Future[bytes] = Future()
+    if pool is None:
+        done.set_result(assemble([strip(top) for top in starts]))
+        return done
+    futures = [pool.submit(strip, top) for top in starts]
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def on_strip_done(_: Future[tuple[bytes, int, int]]) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        try:
+            done.set_result(assemble([future.result() for future in futures]))
+        except BaseException as error:  # a strip's own error, handed to whoever waits for the PNG
+            done.set_exception(error)
+
+    for future in futures:
+        future.add_done_callback(on_strip_done)
+    return done
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def _adler32_combine(first: int, second: int, second_length: int) -> int:
+    """Adler-32 of A + B from those of A and B and B's length (zlib's adler32_combine, which Python does not expose)."""
+    remainder = second_length % _ADLER_BASE
+    sum1 = first & 0xFFFF
+    sum2 = (remainder * sum1) % _ADLER_BASE
+    sum1 += (second & 0xFFFF) + _ADLER_BASE - 1
+    sum2 += (first >> 16) + (second >> 16) + _ADLER_BASE - remainder
+    return (sum1 % _ADLER_BASE) | ((sum2 % _ADLER_BASE) << 16)

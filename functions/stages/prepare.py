@@ -5,7 +5,7 @@ derived files written through the storage port and the GPU job requests built.
 prefixes under OUT, the prepare Lambda with `s3://` prefixes in the work bucket. Where the process has more than one
 core for the photo (OpenCV's thread count: one per worker in `catalog run`, all of a Lambda's), independent steps run
 side by side on threads: the cutout's and the mask's PNGs beside the packshot, then the other encodings. Pillow,
-OpenCV and libpng release the GIL while they work.
+OpenCV, numpy and zlib release the GIL while they work.
 """
 
 from collections.abc import Callable, Sequence
@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import cv2
+import numpy as np
 from PIL import Image
 
-from functions.encoding import content_type_for, encode_image, extension_for
+from functions.encoding import content_type_for, encode_image, encode_png_rows, extension_for
 from functions.errors import BackgroundRemovalError
 from functions.ports import BlobStorage
-from functions.stages.background import BackgroundRemover, BackgroundResult, make_cutout
+from functions.stages.background import BackgroundRemover, BackgroundResult, cutout_rows, make_cutout
 from functions.stages.brand import BrandSelection
 from functions.stages.gpu_requests import build_job_requests
 from functions.stages.intake import IntakeLimits, NormalisedImage, normalise_image
@@ -77,11 +78,10 @@ def process_photo(
         raise BackgroundRemovalError(error.code, f"{filename}: {error.message}") from error
 
     # 3. Cut out at the normalised image's own size, so it lines up with the original pixel for pixel.
-    def cutout_png() -> bytes:
-        return encode_image(make_cutout(normalised.image, background.mask), "png")
-
-    cutout_encoding = _on(pool, cutout_png)
-    mask_encoding = _on(pool, partial(encode_image, background.mask, "png"))
+    #    Its PNG (the largest single encoding) and the mask's are made strip by strip, on the pool when there is one.
+    cutout = cutout_rows(normalised.image, background.mask)
+    cutout_encoding = encode_png_rows(normalised.image.size, "RGBA", cutout, pool)
+    mask_encoding = encode_png_rows(background.mask.size, "L", partial(_rows_of, background.mask), pool)
 
     # 4. Compose the catalog packshot (the mask's parts, labelled once, frame it and feed the checks).
     parts = find_mask_parts(background.mask)
@@ -100,6 +100,10 @@ def process_photo(
             ),
         )
     return ProcessedPhoto(normalised, background, cutout_encoding, mask_encoding, packshot, checks)
+
+
+def _rows_of(image: Image.Image, top: int, bottom: int) -> np.ndarray:
+    return np.asarray(image.crop((0, top, image.width, bottom)))
 
 
 def _on(pool: Executor | None, work: Callable[[], bytes]) -> Future[bytes]:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from functions.stages.background import make_cutout
+from functions.stages.background import cutout_rows, make_cutout
 
 
 def _noisy_photo(mode: str = "RGB") -> Image.Image:
@@ -39,3 +39,16 @@ def test_existing_transparency_is_kept():
 def test_mask_of_another_size_is_refused():
     with pytest.raises(ValueError, match="differs"):
         make_cutout(_noisy_photo(), Image.new("L", (10, 10)))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_cutout_rows_read_in_strips_make_the_whole_cutout(mode):
+    # Given a photo and a soft mask
+    photo = _noisy_photo(mode)
+    mask = Image.fromarray(np.random.default_rng(4).integers(0, 3, (40, 60), dtype=np.uint8) * 127)
+    # When its cutout is read strip by strip, as the PNG encoder reads it
+    rows = cutout_rows(photo, mask)
+    strips = np.concatenate([rows(top, min(40, top + 7)) for top in range(0, 40, 7)])
+    # Then the strips are the whole cutout, hidden pixels zeroed
+    assert np.array_equal(strips, np.asarray(make_cutout(photo, mask)))
+    assert not strips[np.asarray(mask) == 0].any()

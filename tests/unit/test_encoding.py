@@ -2,11 +2,14 @@
 
 import io
 import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageCms, JpegImagePlugin, PngImagePlugin
 
+from functions import encoding
 from functions.encoding import OUTPUT_FORMATS, content_type_for, encode_image, extension_for
 
 XMP_PACKET = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
@@ -256,3 +259,69 @@ def test_extensions_and_content_types_match_the_format_that_is_written():
         assert decoded_format is not None
         assert extension_for(fmt) == {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}[decoded_format]
         assert content_type_for(fmt) == Image.MIME[decoded_format]
+
+
+# -- PNG written in strips ---------------------------------------------------------------------------------
+
+
+def _idat_stream(data: bytes) -> bytes:
+    """The zlib stream a PNG's IDAT chunks carry, joined (each chunk's CRC checked on the way)."""
+    stream, pos = b"", 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"bad CRC on {kind!r}"
+        if kind == b"IDAT":
+            stream += body
+        pos += 12 + length
+    return stream
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_a_png_made_of_many_strips_is_one_valid_stream_with_the_same_pixels(mode, monkeypatch):
+    # Given an image many strips tall (strips cut every ~300 bytes here; every 4 MB in use)
+    monkeypatch.setattr(encoding, "PNG_STRIP_BYTES", 300)
+    image = noisy_pixels("RGBA", size=(61, 47), seed=5).convert(mode)
+    # When it is encoded as PNG
+    data = encode_image(image, "png")
+    # Then it holds several IDAT chunks whose joined zlib stream passes zlib's own checksum (Adler-32) check
+    assert png_chunks(data).count(b"IDAT") > 5
+    raw = zlib.decompress(_idat_stream(data))
+    assert len(raw) == image.height * (1 + image.width * len(mode))
+    # And it decodes to exactly the pixels it was given
+    assert np.array_equal(np.asarray(decode(data)), np.asarray(image))
+
+
+def test_strips_deflated_on_a_pool_give_the_same_bytes_as_in_turn(monkeypatch):
+    # Given an image cut into strips, and a pool of threads
+    monkeypatch.setattr(encoding, "PNG_STRIP_BYTES", 900)
+    image = noisy_pixels("RGBA", size=(50, 80), seed=9)
+    pixels = np.asarray(image)
+
+    def rows(top: int, bottom: int) -> np.ndarray:
+        return pixels[top:bottom]
+
+    # When it is encoded in turn and on the pool
+    alone = encoding.encode_png_rows(image.size, "RGBA", rows).result()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        on_pool = encoding.encode_png_rows(image.size, "RGBA", rows, pool).result(timeout=30)
+    # Then the files are byte for byte the same, and the same as encode_image's
+    assert on_pool == alone == encode_image(image, "png")
+
+
+def test_a_failing_strip_fails_the_png_rather_than_hanging(monkeypatch):
+    # Given rows that cannot be read past the middle of the image
+    monkeypatch.setattr(encoding, "PNG_STRIP_BYTES", 300)
+
+    def rows(top: int, bottom: int) -> np.ndarray:
+        if bottom > 20:
+            raise OSError("truncated")
+        return np.zeros((bottom - top, 10), np.uint8)
+
+    # When the PNG is made on a pool
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        png = encoding.encode_png_rows((10, 40), "L", rows, pool)
+        # Then whoever waits for it gets the strip's error
+        with pytest.raises(OSError, match="truncated"):
+            png.result(timeout=30)

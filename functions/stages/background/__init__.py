@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from functions.errors import ConfigurationError
-from functions.stages.background.base import BackgroundRemover, BackgroundResult, make_cutout
+from functions.stages.background.base import BackgroundRemover, BackgroundResult, cutout_rows, make_cutout
 
-__all__ = ["BackgroundRemover", "BackgroundResult", "background_remover_from_spec", "make_cutout"]
+__all__ = ["BackgroundRemover", "BackgroundResult", "background_remover_from_spec", "cutout_rows", "make_cutout"]
 
 BACKGROUND_SPEC_HELP = "backdrop | rembg | rembg:<model name> | rembg:<path to .onnx>"
 
