@@ -139,8 +139,13 @@ def find_mask_parts(mask: Image.Image) -> MaskParts:
     product_pixels = int(np.count_nonzero(product))
     if product_pixels == 0:
         return MaskParts(mask.width, mask.height, 0, np.empty((0, 5), dtype=np.int32))
-    _, _, stats, _ = cv2.connectedComponentsWithStats(product.view(np.uint8), connectivity=8)
+    # Label only the product's bounding box (the same parts; on a 24 MP photo the backdrop is much of the frame).
+    left, top, width, height = cv2.boundingRect(product.view(np.uint8))
+    inside = product[top : top + height, left : left + width].view(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(inside, connectivity=8)
     parts = stats[1:]  # row 0 is the background
+    parts[:, cv2.CC_STAT_LEFT] += left
+    parts[:, cv2.CC_STAT_TOP] += top
     areas = parts[:, cv2.CC_STAT_AREA]
     # The largest part always counts, so a product made only of small pieces is still found.
     significant = parts[(areas >= SPECK_FRACTION * product_pixels) | (areas == areas.max())]
