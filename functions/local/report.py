@@ -5,6 +5,8 @@ a sidecar or an error is escaped.
 """
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -127,51 +129,52 @@ def _photo_card(entry: ManifestEntry, out_dir: str = "") -> str:
     )
 
 
-def render_report(manifest: RunManifest) -> str:
-    """The whole report page as a string."""
+@dataclass
+class _Tally:
+    """What the page's top says, counted in one pass over the entries, and where each SKU's cards are."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    flagged: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    any_jobs: bool = False
+    cards: dict[str, list[int]] = field(default_factory=dict)  # SKU -> positions of its entries with outputs
+
+
+def _tally(entries: Iterable[ManifestEntry]) -> _Tally:
+    tally = _Tally()
+    for position, e in enumerate(entries):
+        tally.total += 1
+        tally.any_jobs = tally.any_jobs or bool(e.jobs)
+        if e.status is Status.FAILED:
+            tally.failed += 1
+            if e.error:
+                tally.codes[e.error.code] += 1
+        elif e.status is Status.SUCCEEDED:
+            tally.succeeded += 1
+            if any(f.severity is Severity.WARNING for f in e.checks) or _generated_warnings(e):
+                tally.flagged += 1
+        # Every photo with outputs gets a card, also one whose GPU job failed after its packshot was written.
+        if e.outputs:
+            tally.cards.setdefault(e.sku, []).append(position)
+    return tally
+
+
+def report_parts(manifest: RunManifest) -> Iterator[str]:
+    """The report page in pieces, entry by entry: a batch of 10,000 photos is never one string in memory.
+
+    The entries are read a few times (counts first, then failures, then cards), one at a time, so `manifest.entries`
+    may be entries read from disk (`ManifestEntriesOnDisk`).
+    """
     entries = manifest.entries
-    failed = [e for e in entries if e.status is Status.FAILED]
-    succeeded = [e for e in entries if e.status is Status.SUCCEEDED]
-    flagged = sum(
-        1 for e in succeeded if any(f.severity is Severity.WARNING for f in e.checks) or _generated_warnings(e)
-    )
-    codes = Counter(e.error.code for e in failed if e.error)
+    tally = _tally(entries)
     options = manifest.options
 
-    failures = ""
-    if failed:
-        rows = "".join(
-            f"<tr><td>{escape(e.source)}</td><td>{escape(e.sku)}</td>"
-            f"<td><code>{escape(e.error.code if e.error else '')}</code></td>"
-            f"<td>{escape(e.error.message if e.error else '')}</td></tr>"
-            for e in failed
-        )
-        failures = (
-            f'<h2 id="failed">Failed ({len(failed)})</h2>'
-            f"<p>{escape(', '.join(f'{code}: {n}' for code, n in codes.most_common()))}</p>"
-            "<table><thead><tr><th>File</th><th>SKU</th><th>Code</th><th>Reason</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-        )
-
-    # Every photo with outputs gets a card, also one whose GPU job failed after its packshot was written.
-    by_sku: dict[str, list[ManifestEntry]] = {}
-    for entry in entries:
-        if entry.outputs:
-            by_sku.setdefault(entry.sku, []).append(entry)
-    out_dir = manifest.output_root or ""
-    cards = "".join(
-        f"<h2>{escape(sku)}</h2>" + "".join(_photo_card(e, out_dir) for e in group) for sku, group in by_sku.items()
-    )
-    tiny = (
-        f'<p class="count" role="note">{escape(TINY_MODELS_NOTE)}</p>'
-        if manifest.options.models == "tiny" and any(e.jobs for e in entries)
-        else ""
-    )
-
-    return (
+    yield (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Catalog run — {len(succeeded)} of {len(entries)} succeeded</title>"
+        f"<title>Catalog run — {tally.succeeded} of {tally.total} succeeded</title>"
         f"<style>{_STYLE}</style></head><body>"
         "<h1>Catalog run report</h1>"
         f"<p>Input <code>{escape(manifest.input_root)}</code> · background <code>{escape(options.background)}</code>"
@@ -179,17 +182,48 @@ def render_report(manifest: RunManifest) -> str:
         f" {escape(options.output_format)} · finished {manifest.finished_at:%Y-%m-%d %H:%M:%S} UTC"
         f" · catalog {escape(manifest.tool_version)}</p>"
         '<div class="summary">'
-        f'<div class="count"><b>{len(entries)}</b>files</div>'
-        f'<div class="count ok"><b>{len(succeeded)}</b>succeeded</div>'
-        f'<div class="count failed"><b>{len(failed)}</b>failed</div>'
-        f'<div class="count"><b>{flagged}</b>with warnings</div>'
+        f'<div class="count"><b>{tally.total}</b>files</div>'
+        f'<div class="count ok"><b>{tally.succeeded}</b>succeeded</div>'
+        f'<div class="count failed"><b>{tally.failed}</b>failed</div>'
+        f'<div class="count"><b>{tally.flagged}</b>with warnings</div>'
         "</div>"
-        f"{tiny}{failures}{cards}"
-        "</body></html>\n"
     )
+    if manifest.options.models == "tiny" and tally.any_jobs:
+        yield f'<p class="count" role="note">{escape(TINY_MODELS_NOTE)}</p>'
+
+    if tally.failed:
+        yield (
+            f'<h2 id="failed">Failed ({tally.failed})</h2>'
+            f"<p>{escape(', '.join(f'{code}: {n}' for code, n in tally.codes.most_common()))}</p>"
+            "<table><thead><tr><th>File</th><th>SKU</th><th>Code</th><th>Reason</th></tr></thead>"
+            "<tbody>"
+        )
+        for e in entries:
+            if e.status is Status.FAILED:
+                yield (
+                    f"<tr><td>{escape(e.source)}</td><td>{escape(e.sku)}</td>"
+                    f"<td><code>{escape(e.error.code if e.error else '')}</code></td>"
+                    f"<td>{escape(e.error.message if e.error else '')}</td></tr>"
+                )
+        yield "</tbody></table>"
+
+    out_dir = manifest.output_root or ""
+    for sku, positions in tally.cards.items():
+        yield f"<h2>{escape(sku)}</h2>"
+        for position in positions:
+            yield _photo_card(entries[position], out_dir)
+
+    yield "</body></html>\n"
+
+
+def render_report(manifest: RunManifest) -> str:
+    """The whole report page as a string."""
+    return "".join(report_parts(manifest))
 
 
 def write_report(out_dir: Path, manifest: RunManifest, name: str = "report.html") -> Path:
+    """Write the page piece by piece (`report_parts`)."""
     path = out_dir / name
-    path.write_text(render_report(manifest), encoding="utf-8")
+    with path.open("w", encoding="utf-8") as file:
+        file.writelines(report_parts(manifest))
     return path

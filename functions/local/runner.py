@@ -11,7 +11,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,12 +22,15 @@ from typing import BinaryIO, Protocol
 from functions.adapters.local.files import FileStorage, file_uri, path_of
 from functions.errors import CatalogError, ConfigurationError
 from functions.local.discovery import InputPhoto
+from functions.local.entry_spool import EntrySpool, PreviousEntries, close_spooled
 from functions.local.manifest import (
     MANIFEST_NAME,
+    ManifestEntriesOnDisk,
     load_previous_manifest,
     manifest_outputs,
     remove_interrupted_writes,
     remove_stale_outputs,
+    write_manifest_entries,
 )
 from functions.ports import GpuJobRunner
 from functions.review.local_flow import DEFAULT_REVIEWER, ReviewOptions, ReviewRunResult, review_run
@@ -303,24 +306,33 @@ def run_batch(
     out_dir: Path,
     settings: RunSettings,
     on_done: Callable[[ManifestEntry], None] = lambda entry: None,
-) -> list[ManifestEntry]:
-    """Process every photo (reusing finished work), in input order in the result."""
+    previous: Mapping[str, ManifestEntry] | None = None,
+) -> EntrySpool:
+    """Process every photo (reusing finished work), in input order in the result.
+
+    Each entry goes to a spool on disk as it finishes (`previous`, the last run's, is read from one too): the result
+    is read back one entry at a time, so memory stays flat however many photos the batch has.
+    """
     fingerprint = settings.fingerprint()
-    previous = {} if settings.force else load_previous_manifest(out_dir)
-    results: dict[int, ManifestEntry] = {}
+    if settings.force:
+        previous = {}
+    elif previous is None:
+        previous = load_previous_manifest(out_dir)
+    results = EntrySpool(out_dir)
     pending: list[tuple[int, InputPhoto]] = []
     for index, photo in enumerate(photos):
         earlier = previous.get(photo.source)
         if earlier is not None and _reusable(earlier, photo, out_dir, fingerprint):
-            results[index] = _reused(earlier, out_dir)
-            on_done(results[index])
+            entry = _reused(earlier, out_dir)
+            results.put(entry, index)
+            on_done(entry)
         else:
             pending.append((index, photo))
 
     for index, entry in _process_all(pending, out_dir, settings):
-        results[index] = entry
+        results.put(entry, index)
         on_done(entry)
-    return [results[i] for i in range(len(photos))]
+    return results
 
 
 # Workers start from a fresh server process (forkserver), never as forks of this one: a fork inherits OpenCV's thread
@@ -395,20 +407,32 @@ def apply_results(entry: ManifestEntry, results: list[JobResult]) -> ManifestEnt
     )
 
 
+def _each_changed(
+    entries: Sequence[ManifestEntry], change: Callable[[ManifestEntry], ManifestEntry]
+) -> Sequence[ManifestEntry]:
+    """`change` applied to every entry, in order: into a new spool when the entries are spooled, else a list."""
+    if not isinstance(entries, EntrySpool):
+        return [change(entry) for entry in entries]
+    updated = entries.sibling()
+    for position, entry in enumerate(entries):
+        updated.put(change(entry), position)
+    return updated
+
+
 def run_job_stage(
-    entries: list[ManifestEntry],
+    entries: Sequence[ManifestEntry],
     worker: Callable[[], GpuJobRunner],
     on_done: Callable[[JobResult], None] = lambda result: None,
-) -> list[ManifestEntry]:
+) -> Sequence[ManifestEntry]:
     """Run the GPU jobs prepare asked for that have no finished result (a reused photo's unfinished ones too), one
     at a time: the worker is the endpoint's stand-in."""
     runner: GpuJobRunner | None = None
-    updated = []
-    for entry in entries:
+
+    def run_missing(entry: ManifestEntry) -> ManifestEntry:
+        nonlocal runner
         todo = missing_jobs(entry)
         if not todo:
-            updated.append(entry)
-            continue
+            return entry
         runner = runner or worker()
         results = {r.job_id: r for r in entry.jobs}
         for request in todo:
@@ -416,46 +440,72 @@ def run_job_stage(
             on_done(results[request.job_id])
         assert entry.prepared is not None
         ordered = [results[request.job_id] for request in entry.prepared.jobs if request.job_id in results]
-        updated.append(apply_results(entry.model_copy(update={"review_items": ()}), ordered))
-    return updated
+        return apply_results(entry.model_copy(update={"review_items": ()}), ordered)
+
+    return _each_changed(entries, run_missing)
 
 
-def check_and_itemise(entries: list[ManifestEntry], out_dir: Path, settings: RunSettings) -> list[ManifestEntry]:
+def check_and_itemise(
+    entries: Sequence[ManifestEntry], out_dir: Path, settings: RunSettings
+) -> Sequence[ManifestEntry]:
     """The automatic checks and review items (the same stage as the checks Lambda) for each prepared photo."""
     read_image = image_reader(FileStorage([out_dir]))
-    updated = []
-    for entry in entries:
+
+    def itemise(entry: ManifestEntry) -> ManifestEntry:
         if entry.status is not Status.SUCCEEDED or entry.prepared is None or (entry.reused and entry.review_items):
-            updated.append(entry)
-            continue
+            return entry
         items = review_items(entry.prepared, entry.jobs, read_image, settings.max_pixel_difference)
-        updated.append(entry.model_copy(update={"review_items": tuple(items)}))
-    return updated
+        return entry.model_copy(update={"review_items": tuple(items)})
+
+    return _each_changed(entries, itemise)
 
 
-def count_gpu_jobs(entries: list[ManifestEntry]) -> int:
+def count_gpu_jobs(entries: Iterable[ManifestEntry]) -> int:
     return sum(len(missing_jobs(entry)) for entry in entries)
 
 
-def write_manifest(
-    out_dir: Path, input_root: Path, settings: RunSettings, started: datetime, entries: list[ManifestEntry]
-) -> RunManifest:
-    manifest = RunManifest(
+def _manifest_head(out_dir: Path, input_root: Path, settings: RunSettings, started: datetime) -> RunManifest:
+    """The manifest's own fields; its entries are written (and read back) one at a time."""
+    return RunManifest(
         tool_version=tool_version(),
         started_at=started,
         finished_at=datetime.now(UTC),
         input_root=str(input_root),
         output_root=str(out_dir.resolve()),
         options=settings.run_options(),
-        entries=tuple(entries),
+        entries=(),
     )
+
+
+def _entry_texts(entries: Iterable[ManifestEntry]) -> Iterator[str]:
+    if isinstance(entries, EntrySpool):
+        yield from entries.texts()  # stored as dumped: nothing to validate or dump again
+    else:
+        for entry in entries:
+            yield entry.model_dump_json(indent=2)
+
+
+def write_manifest(
+    out_dir: Path, input_root: Path, settings: RunSettings, started: datetime, entries: Iterable[ManifestEntry]
+) -> RunManifest:
+    """Write OUT/manifest.json atomically, one entry at a time.
+
+    Entries given in a list come back in the returned manifest as they are. Any other iterable (a spool) comes back
+    as `ManifestEntriesOnDisk`: the entries read from the file just written, one at a time, never all in memory.
+    """
+    head = _manifest_head(out_dir, input_root, settings, started)
     path = out_dir / MANIFEST_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as file:
-        write_manifest_json(manifest, file)
+    with partial.open("w+b") as file:
+        spans = write_manifest_entries(head, _entry_texts(entries), file)
+        file.flush()
+        handle = None if isinstance(entries, list | tuple) else os.dup(file.fileno())
     os.replace(partial, path)
-    return manifest
+    if handle is None:
+        return head.model_copy(update={"entries": tuple(entries)})
+    # Not validated again: every entry was a ManifestEntry when it was written, and is validated as it is read.
+    return head.model_copy(update={"entries": ManifestEntriesOnDisk(handle, spans)})
 
 
 def write_manifest_json(manifest: RunManifest, file: BinaryIO) -> None:
@@ -464,16 +514,7 @@ def write_manifest_json(manifest: RunManifest, file: BinaryIO) -> None:
     Memory stays flat whatever the batch: dumped whole, 10,000 photos' manifest was held three times over (the JSON
     string, its bytes, the bytes with the newline), several hundred MB at every checkpoint.
     """
-    head, empty, tail = (
-        manifest.model_copy(update={"entries": ()}).model_dump_json(indent=2).rpartition('"entries": []')
-    )
-    assert empty, "RunManifest always dumps its entries"
-    file.write(head.encode() + b'"entries": [')
-    for number, entry in enumerate(manifest.entries):
-        # An entry sits two levels deep (the manifest object, its list): the same JSON, indented four more spaces.
-        lines = entry.model_dump_json(indent=2).encode().replace(b"\n", b"\n    ")
-        file.write((b"\n    " if number == 0 else b",\n    ") + lines)
-    file.write((b"\n  ]" if manifest.entries else b"]") + tail.encode() + b"\n")
+    write_manifest_entries(manifest, _entry_texts(manifest.entries), file)
 
 
 class Progress(Protocol):
@@ -506,12 +547,19 @@ class CheckpointedProgress:
         input_root: Path,
         settings: RunSettings,
         started: datetime,
-        previous: dict[str, ManifestEntry],
+        previous: Mapping[str, ManifestEntry],
         interval_s: float = 1.0,
     ) -> None:
         self.progress = progress
-        self._write = lambda entries: write_manifest(out_dir, input_root, settings, started, entries)
-        self.entries: dict[str, ManifestEntry] = dict(previous)
+        self._write = lambda entries: _write_checkpoint(out_dir, input_root, settings, started, entries)
+        # What the manifest on disk lists, kept on disk too: the previous run's entries, each replaced as it finishes.
+        self.entries = EntrySpool(out_dir)
+        if isinstance(previous, PreviousEntries):
+            for source, text in previous.spool.items_text():
+                self.entries.put_text(source, text)
+        else:
+            for entry in previous.values():
+                self.entries.put(entry)
         self._by_job: dict[str, str] = {}
         self.interval_s = interval_s
         self._last = 0.0
@@ -529,26 +577,40 @@ class CheckpointedProgress:
     def job_done(self, result: JobResult) -> None:
         self.progress.job_done(result)
         source = self._by_job.get(result.job_id)
-        if source is not None:
-            entry = self.entries[source]
+        entry = None if source is None else self.entries.get(source)
+        if entry is not None:
             results = [r for r in entry.jobs if r.job_id != result.job_id] + [result]
             # A GPU job costs seconds to minutes: its result is always written at once.
             self.record(apply_results(entry.model_copy(update={"review_items": ()}), results), force=True)
 
     def record(self, entry: ManifestEntry, force: bool = False) -> None:
-        self.entries[entry.source] = entry
+        self.entries.put(entry)
         for request in entry.prepared.jobs if entry.prepared else ():
             self._by_job[request.job_id] = entry.source
         self._dirty = True
         self.save(force)
 
+    def close(self) -> None:
+        """Delete the checkpoint's spool (the manifest on disk is the record)."""
+        self.entries.close()
+
     def save(self, force: bool = False) -> None:
         if self._dirty and (force or time.monotonic() - self._last >= self._wait_s):
             began = time.monotonic()
-            self._write(list(self.entries.values()))
+            self._write(self.entries)
             self._last, self._dirty = time.monotonic(), False
             # A batch of 10k photos makes a large manifest: keep its writing under ~5% of the run.
             self._wait_s = max(self.interval_s, 20 * (self._last - began))
+
+
+def _write_checkpoint(
+    out_dir: Path, input_root: Path, settings: RunSettings, started: datetime, entries: EntrySpool
+) -> None:
+    path = out_dir / MANIFEST_NAME
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("wb") as file:
+        write_manifest_entries(_manifest_head(out_dir, input_root, settings, started), entries.texts(), file)
+    os.replace(partial, path)
 
 
 @dataclass(frozen=True)
@@ -563,16 +625,20 @@ def finish_run(
     out_dir: Path,
     settings: RunSettings,
     started: datetime,
-    entries: list[ManifestEntry],
-    previous: dict[str, ManifestEntry],
+    entries: Sequence[ManifestEntry],
+    previous: Mapping[str, ManifestEntry],
     review: ReviewOptions,
     on_link: ShowLink,
 ) -> FinishedRun:
-    """What both runtimes end with: manifest, report, then the local review of this run's items."""
+    """What both runtimes end with: manifest, report, then the local review of this run's items.
+
+    From here the entries are read from the manifest just written, and the run's spools are deleted.
+    """
     from functions.local.report import write_report
 
     remove_stale_outputs(out_dir, previous, entries)
     manifest = write_manifest(out_dir, input_root.resolve(), settings, started, entries)
+    close_spooled(entries, previous)
     # Rendered under a temporary name and renamed, like every other output: a kill never leaves half a report.
     partial = write_report(out_dir, manifest, f".{REPORT_NAME}.partial")
     report = out_dir / REPORT_NAME
@@ -605,14 +671,16 @@ def run_locally(
     started = datetime.now(UTC)
     # 0. A run killed before this one may have left temporary files of unfinished writes: they are nobody's output.
     remove_interrupted_writes(out_dir)
-    previous = load_previous_manifest(out_dir)
-    progress = CheckpointedProgress(progress, out_dir, input_root.resolve(), settings, started, previous)
+    previous = load_previous_manifest(out_dir)  # on disk, read one entry at a time, as every list of entries below
+    checkpoints = CheckpointedProgress(progress, out_dir, input_root.resolve(), settings, started, previous)
     # 1. Prepare every photo (reusing finished work, a killed run's included).
-    entries = run_batch(photos, out_dir, settings, on_done=progress.photo_done)
+    entries: Sequence[ManifestEntry] = run_batch(
+        photos, out_dir, settings, on_done=checkpoints.photo_done, previous=previous
+    )
     # 2. GPU jobs one at a time in this process, standing in for the endpoint (one GPU); a reused photo's
     #    unfinished jobs run too.
     job_count = count_gpu_jobs(entries)  # checks each job's files on disk: once
-    progress.start_jobs(job_count)
+    checkpoints.start_jobs(job_count)
     if job_count and settings.models is None:
         raise ConfigurationError(
             "GPU jobs need --models: `tiny` (random tiny models, to try the flow) or a config file."
@@ -623,8 +691,9 @@ def run_locally(
     brand_folders = [path_of(profile_uri).parent] if profile_uri and profile_uri.startswith("file:") else []
     job_roots = (input_root, out_dir, *brand_folders)
     entries = run_job_stage(
-        entries, lambda: InProcessGpuWorker(models, data_roots=job_roots), on_done=progress.job_done
+        entries, lambda: InProcessGpuWorker(models, data_roots=job_roots), on_done=checkpoints.job_done
     )
+    checkpoints.close()  # every result is in the manifest on disk and in `entries`
     # 3. The automatic checks turn every image into a review item with its flags.
     entries = check_and_itemise(entries, out_dir, settings)
     # 4. Manifest, report, review, publish.
