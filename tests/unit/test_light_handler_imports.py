@@ -3,6 +3,8 @@ the contracts and stages it uses. Not timed (bench/bench_cold_start.py measures)
 comes back.
 """
 
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -31,6 +33,9 @@ NOT_AT_IMPORT = {
     "publish": ("functions.stages.shopify_publish", "functions.adapters.aws.shopify_admin"),
     # argparse is for the signing command line only; the review page for review_api only.
     "review_schedule": ("argparse", "functions.review.page"),
+    # Four routes matched in the handler: Powertools' event handler package loads every resolver it has (AppSync's
+    # asyncio, ALB, VPC Lattice, Bedrock, their event classes), ~0.35x the floor.
+    "review_api": ("aws_lambda_powertools.event_handler", "asyncio"),
 }
 
 
@@ -67,3 +72,42 @@ def test_a_handler_imports_only_what_it_uses(handler):
     loaded = _modules_after_importing(f"functions.handlers.{handler}")
     # Then what it does not use at every invocation stays out of its cold start
     assert not loaded & set(NOT_AT_IMPORT[handler])
+
+
+def test_submit_gpu_job_validates_its_task_without_powertools_parser():
+    # Given a fresh interpreter with the submit handler imported
+    code = (
+        "import sys\n"
+        "from functions.handlers import submit_gpu_job\n"
+        "try:\n    submit_gpu_job.parse_request({'task_token': 't', 'attempt': 0})\n"
+        "except Exception as error:\n    print(type(error).__name__)\n"
+        "print('aws_lambda_powertools.utilities.parser' in sys.modules)"
+    )
+    # When it validates a task (here one without its job, which is refused)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    ).stdout.split()
+    # Then pydantic refused it, and Powertools' parser package (~15 ms of a cold start) was never loaded
+    assert out == ["ValidationError", "False"]
+
+
+def _bench_cold_start():
+    spec = importlib.util.spec_from_file_location("bench_cold_start", REPO_ROOT / "bench" / "bench_cold_start.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cold_start_bench_knows_every_light_handlers_first_request():
+    # Given the benchmark's table of what each light handler's usual first request loads and builds
+    first_request = _bench_cold_start().FIRST_REQUEST
+
+    # Then every light handler has an entry (a new handler is measured with its first request, not its import only)
+    assert sorted(first_request) == LIGHT
+    # And every module it names imports and every contract it names is a pydantic model
+    for entries in first_request.values():
+        for entry in entries:
+            module, _, model = entry.partition(":")
+            imported = importlib.import_module(module)
+            assert not model or hasattr(getattr(imported, model), "model_rebuild"), entry
