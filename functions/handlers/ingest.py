@@ -7,31 +7,26 @@ queue's maxReceiveCount, lands in the DLQ; the rest of the batch goes on.
 
 from typing import Any
 
-# Powertools' batch utility first, before anything imports pydantic: imported after pydantic it also builds its
-# pydantic parser models (it looks in sys.modules), ~60 ms more of a cold start, which this handler never uses.
-# It serves every invocation, so it is not deferred: the first batch would pay that cost instead.
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response  # isort: skip
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import settings
 from functions.adapters.aws.intake_start import start_once
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_events import objects_in_message
+from functions.adapters.aws.sqs_batch import partial_batch_response
 from functions.adapters.aws.transient import retry_transient
 
 logger = Logger(service="intake")
 tracer = tracer_for("intake")
 metrics = Metrics(namespace="CatalogImages", service="intake")
 SETTINGS = settings.IngestSettings
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @tracer.capture_method
 @retry_transient
-def record_handler(record: SQSRecord) -> list[str]:
-    return [start_once(obj) for obj in objects_in_message(record.body)]
+def message_handler(body: str) -> list[str]:
+    return [start_once(obj) for obj in objects_in_message(body)]
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -39,5 +34,4 @@ def record_handler(record: SQSRecord) -> list[str]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings.load(SETTINGS)  # a missing variable fails the batch here, naming it
-    response = process_partial_response(event, record_handler, processor, context)
-    return dict(response)
+    return partial_batch_response(event, message_handler)

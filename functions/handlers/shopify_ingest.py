@@ -12,11 +12,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-
-# Before anything imports pydantic: with pydantic already loaded, Powertools' batch module also builds its pydantic
-# parser models (`has_pydantic` in utilities/batch/types.py), ~60 ms more of the cold start for models we never use.
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
@@ -24,6 +19,7 @@ from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.s3_storage import S3Storage
 from functions.adapters.aws.shopify_store import DynamoDBShopifyStore
+from functions.adapters.aws.sqs_batch import partial_batch_response
 from functions.errors import ConfigurationError, field_problems
 from functions.stages.shopify_intake import ImageFetcher, ProductIntake, WebhookRefusedError, ingest_product
 from functions.stages.shopify_intake import work_from_eventbridge as parse_eventbridge
@@ -31,7 +27,6 @@ from schemas.shopify import SHOPIFY_SETTINGS_NAME, ShopifySettings, ShopifyWork
 
 logger = Logger(service="shopify-intake")
 metrics = Metrics(namespace="CatalogImages", service="shopify-intake")
-processor = BatchProcessor(event_type=EventType.SQS)
 SETTINGS = settings.ShopifyIngestSettings
 # Hosts (`host:port`) fetched besides the brand's HTTPS image hosts. Empty when deployed; tests point it at a
 # loopback image server, as `catalog shopify serve --allow-image-host` does.
@@ -101,12 +96,8 @@ def ingest_message(body: str) -> ProductIntake | str:
     return result
 
 
-def record_handler(record: SQSRecord) -> ProductIntake | str:
-    return ingest_message(record.body)
-
-
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings.load(SETTINGS)  # a missing variable fails the batch here, naming it
-    return dict(process_partial_response(event, record_handler, processor, context))
+    return partial_batch_response(event, ingest_message)

@@ -20,15 +20,26 @@ HEAVY = ("torch", "diffusers", "transformers", "peft", "rembg", "cv2", "onnxrunt
 
 # Handler -> modules it must not import at module level.
 NOT_AT_IMPORT = {
-    # Only ExecutionInput, not the workflow's other contracts (nor review's they pull in); the batch utility imported
-    # before pydantic, so Powertools does not build its pydantic parser models too.
-    "ingest": ("schemas.workflow", "schemas.review", "aws_lambda_powertools.utilities.parser.models"),
+    # Only ExecutionInput, not the workflow's other contracts (nor review's they pull in); partial batch responses
+    # without Powertools' batch utility (its async processor's asyncio, every event class, its parser models).
+    "ingest": (
+        "schemas.workflow",
+        "schemas.review",
+        "aws_lambda_powertools.utilities.batch",
+        "aws_lambda_powertools.utilities.parser.models",
+        "asyncio",
+    ),
     # Starts images as ingest does, without ingest's SQS batch utility.
     "backfill_batch": ("functions.handlers.ingest", "aws_lambda_powertools.utilities.batch"),
     # Verify and queue: not the publishing stage (nor its contracts), which intake shares only a file-name rule with.
     "shopify_webhook": ("functions.stages.shopify_publish", "functions.stages.publish", "schemas.review"),
-    # The batch utility imported before pydantic, so Powertools does not build its pydantic parser models too.
-    "shopify_ingest": ("aws_lambda_powertools.utilities.parser.models", "functions.stages.shopify_publish"),
+    # Partial batch responses without Powertools' batch utility, as ingest.
+    "shopify_ingest": (
+        "aws_lambda_powertools.utilities.batch",
+        "aws_lambda_powertools.utilities.parser.models",
+        "asyncio",
+        "functions.stages.shopify_publish",
+    ),
     # Shopify publishing only where a store is connected.
     "publish": ("functions.stages.shopify_publish", "functions.adapters.aws.shopify_admin"),
     # argparse is for the signing command line only; the review page for review_api only.
