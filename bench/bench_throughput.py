@@ -43,8 +43,7 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, 
     multiprocessing.set_start_method("fork", force=True)
     import functions.local.runner as runner
     from functions.local.discovery import discover_inputs
-    from functions.local.manifest import load_previous_manifest, remove_interrupted_writes
-    from functions.local.report import write_report
+    from functions.review.local_flow import ReviewOptions
 
     runner.WORKER_START_METHOD = "fork"  # both paths: the workers must inherit the baseline's stages swapped in below
     if path == "baseline":
@@ -61,17 +60,13 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, 
         def job_done(self, result: object) -> None: ...
 
     def run() -> int:
-        started = runner.datetime.now(runner.UTC)
+        # `catalog run` without its CLI: checkpoints, batch, checks, stale outputs, manifest, report (no review).
         photos = discover_inputs(input_dir, exclude=out_dir)
-        remove_interrupted_writes(out_dir)
-        previous = load_previous_manifest(out_dir)
         settings = runner.RunSettings(workers=workers)
-        progress = runner.CheckpointedProgress(Quiet(), out_dir, input_dir, settings, started, previous)
-        entries = runner.run_batch(photos, out_dir, settings, on_done=progress.photo_done)
-        entries = runner.check_and_itemise(entries, out_dir, settings)
-        manifest = runner.write_manifest(out_dir, input_dir, settings, started, entries)
-        write_report(out_dir, manifest)
-        return len(entries)
+        finished = runner.run_locally(
+            input_dir, photos, out_dir, settings, ReviewOptions(), Quiet(), lambda *link: None
+        )
+        return len(finished.manifest.entries)
 
     wall, cpu = time.perf_counter(), time.process_time()
     count = run()

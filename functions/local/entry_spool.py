@@ -22,6 +22,7 @@ from schemas import ManifestEntry
 
 SPOOL_DIR = ".catalog-spool"
 _BATCH = 64  # rows fetched per query when reading in order
+_COMMIT_EVERY = 256  # puts per transaction: one per put costs more than the put
 _LIVE: set[Path] = set()  # this process's open spools: the sweep at a run's start leaves them alone
 
 
@@ -30,7 +31,7 @@ def leftover_spools(out_dir: Path) -> list[Path]:
     folder = out_dir / SPOOL_DIR
     if not folder.is_dir():
         return []
-    return [path for path in folder.iterdir() if path.is_file() and path not in _LIVE]
+    return [path for path in folder.iterdir() if path.is_file() and path.resolve() not in _LIVE]
 
 
 def _discard(db: sqlite3.Connection, path: Path) -> None:
@@ -54,7 +55,7 @@ class EntrySpool(Sequence[ManifestEntry]):
         handle, name = tempfile.mkstemp(prefix="entries.", suffix=".sqlite3", dir=folder)
         os.close(handle)
         self.out_dir = out_dir
-        self.path = Path(name)
+        self.path = Path(name).resolve()
         # Scratch: no journal, no fsync. check_same_thread=False: the finalizer may run on any thread.
         self._db = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
         self._db.executescript(
@@ -63,6 +64,8 @@ class EntrySpool(Sequence[ManifestEntry]):
         )
         self._count = 0
         self._next = 0  # the position a new source gets when none is given
+        self._unsaved = 0
+        self._db.execute("BEGIN")  # writes go in batches (`_COMMIT_EVERY`); this connection reads its own at once
         _LIVE.add(self.path)
         self._finalizer = weakref.finalize(self, _discard, self._db, self.path)
 
@@ -83,11 +86,22 @@ class EntrySpool(Sequence[ManifestEntry]):
         """`text` is `entry.model_dump_json(indent=2)` of the entry for `source`."""
         if position is None:
             position = self._next
-        replaced = self._db.execute("UPDATE entries SET entry = ? WHERE source = ?", (text, source)).rowcount
-        if not replaced:
+        try:
             self._db.execute("INSERT INTO entries (source, position, entry) VALUES (?, ?, ?)", (source, position, text))
             self._count += 1
-        self._next = max(self._next, position + 1)
+            self._next = max(self._next, position + 1)
+        except sqlite3.IntegrityError:
+            if not self._db.execute("UPDATE entries SET entry = ? WHERE source = ?", (text, source)).rowcount:
+                raise  # the position is another source's: a caller's mistake
+        self._unsaved += 1
+        if self._unsaved >= _COMMIT_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what was put (other connections see it; this one always does)."""
+        self._db.execute("COMMIT")
+        self._db.execute("BEGIN")
+        self._unsaved = 0
 
     # -- reading ----------------------------------------------------------------------------------------------------
 

@@ -332,6 +332,7 @@ def run_batch(
     for index, entry in _process_all(pending, out_dir, settings):
         results.put(entry, index)
         on_done(entry)
+    results.flush()
     return results
 
 
@@ -414,8 +415,14 @@ def _each_changed(
     if not isinstance(entries, EntrySpool):
         return [change(entry) for entry in entries]
     updated = entries.sibling()
-    for position, entry in enumerate(entries):
-        updated.put(change(entry), position)
+    for position, (source, text) in enumerate(entries.items_text()):
+        entry = ManifestEntry.model_validate_json(text)
+        changed = change(entry)
+        if changed is entry:
+            updated.put_text(source, text, position)  # unchanged: its text as it was, not dumped again
+        else:
+            updated.put(changed, position)
+    updated.flush()
     return updated
 
 
@@ -690,9 +697,10 @@ def run_locally(
     profile_uri = settings.brand.resolved.profile_uri
     brand_folders = [path_of(profile_uri).parent] if profile_uri and profile_uri.startswith("file:") else []
     job_roots = (input_root, out_dir, *brand_folders)
-    entries = run_job_stage(
-        entries, lambda: InProcessGpuWorker(models, data_roots=job_roots), on_done=checkpoints.job_done
-    )
+    if job_count:  # otherwise every entry would come through unchanged
+        entries = run_job_stage(
+            entries, lambda: InProcessGpuWorker(models, data_roots=job_roots), on_done=checkpoints.job_done
+        )
     checkpoints.close()  # every result is in the manifest on disk and in `entries`
     # 3. The automatic checks turn every image into a review item with its flags.
     entries = check_and_itemise(entries, out_dir, settings)
