@@ -29,6 +29,15 @@ class JobRequest(Contract):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class GpuJobTask(Contract):
+    """One GPU job attempt, as the workflow's Map hands it to the submitter. Here, beside the JobRequest it carries,
+    not with the workflow's other payloads: submit_gpu_job then loads no review contracts."""
+
+    attempt: int = Field(default=0, ge=0, le=99)
+    execution_arn: str | None = None
+    job: JobRequest
+
+
 class JobOutput(Contract):
     uri: Uri
     seed: int | None = None

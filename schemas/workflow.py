@@ -3,7 +3,8 @@
 On AWS they travel as Step Functions state (ingest -> prepare -> GPU jobs -> checks -> review -> publish); locally the
 runner passes the same models from stage to stage. Every handler parses its input with one of these at its boundary,
 and the workflow tests build their task results from them. The first, `ExecutionInput`, is in `schemas/execution.py`:
-it refers to no other contract, so `ingest` imports it without the models below (and review's, jobs').
+it refers to no other contract, so `ingest` imports it without the models below (and review's, jobs'). The GPU
+job attempt, `GpuJobTask`, is in `schemas/jobs.py` beside the JobRequest it carries.
 """
 
 from pydantic import EmailStr, Field, computed_field
@@ -52,14 +53,6 @@ class PreparedImage(Contract):
     files: PreparedFiles
     reviewers: tuple[str, ...] = ()
     jobs: tuple[JobRequest, ...] = ()
-
-
-class GpuJobTask(Contract):
-    """One GPU job attempt, as the workflow's Map hands it to the submitter."""
-
-    attempt: int = Field(default=0, ge=0, le=99)
-    execution_arn: str | None = None
-    job: JobRequest
 
 
 class ChecksInput(Contract):

@@ -44,6 +44,8 @@ NOT_AT_IMPORT = {
     "publish": ("functions.stages.shopify_publish", "functions.adapters.aws.shopify_admin"),
     # argparse is for the signing command line only; the review page for review_api only.
     "review_schedule": ("argparse", "functions.review.page"),
+    # GpuJobTask lives beside JobRequest: not the workflow's other payloads, nor the review contracts they carry.
+    "submit_gpu_job": ("schemas.workflow", "schemas.review"),
     # Four routes matched in the handler: Powertools' event handler package loads every resolver it has (AppSync's
     # asyncio, ALB, VPC Lattice, Bedrock, their event classes), ~0.35x the floor.
     "review_api": ("aws_lambda_powertools.event_handler", "asyncio"),
