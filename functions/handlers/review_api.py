@@ -91,6 +91,8 @@ def get_static(event: dict[str, Any], parts: list[str]) -> WebResponse:
 
 def route(method: str, parts: list[str]) -> Route | None:
     """GET/POST /review/{id}, GET /review/{id}/image/{item}/{kind}, GET /review-static/{name}; None for the rest."""
+    if not all(parts):  # an empty segment (`/review//image/...`) names nothing
+        return None
     if len(parts) == 2 and parts[0] == "review":
         return {"GET": get_page, "POST": post_decisions}.get(method)
     if len(parts) == 5 and parts[0] == "review" and parts[2] == "image" and method == "GET":

@@ -70,6 +70,7 @@ def _request(method: str, path: str) -> dict:
         ("POST", "/review/r-123/image/i1/preview"),
         ("DELETE", "/review-static/review.js"),
         ("GET", "/review"),
+        ("GET", "/review//image/i1/preview"),
     ],
 )
 def test_a_request_for_no_route_is_a_404_that_reads_nothing(environment, method, path):
