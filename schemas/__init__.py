@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .brand import AdapterRef, BrandProfile, ModelPhoto, ScenePreset
     from .checks import QualityFlag, Severity
     from .execution import ExecutionInput
-    from .jobs import JobOutput, JobRequest, JobResult
+    from .jobs import GpuJobTask, JobOutput, JobRequest, JobResult
     from .manifest import ManifestEntry, RunManifest, RunOptions
     from .product import GarmentCategory, JobKind, ProductSidecar
     from .records import Box, Cutout, IntakeInfo, ProcessedImage, ProcessingError, Status
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     )
     from .workflow import (
         ChecksInput,
-        GpuJobTask,
         PreparedFiles,
         PreparedImage,
         PublishInput,
@@ -49,7 +48,7 @@ _MODULE_OF: dict[str, str] = {
     "FeedbackRecord": "review",
     "GarmentCategory": "product",
     "GenerationProvenance": "review",
-    "GpuJobTask": "workflow",
+    "GpuJobTask": "jobs",
     "IntakeInfo": "records",
     "JobKind": "product",
     "JobOutput": "jobs",

@@ -38,7 +38,13 @@ IMAGE_EXCLUDES = [
 ]
 
 DEFAULT_TIMEOUT = Duration.seconds(30)
-POWERTOOLS_ENV = {"POWERTOOLS_METRICS_NAMESPACE": "CatalogImages", "LOG_LEVEL": "INFO"}
+# Read by the libraries, not by a handler's settings. PYDANTIC_DISABLE_PLUGINS: otherwise pydantic scans every installed
+# distribution's entry points for plugins when it builds its first model, on every cold start (we use none).
+LIBRARY_ENV = {
+    "POWERTOOLS_METRICS_NAMESPACE": "CatalogImages",
+    "LOG_LEVEL": "INFO",
+    "PYDANTIC_DISABLE_PLUGINS": "__all__",
+}
 
 
 def light_code(handler: str) -> lambda_.DockerImageCode:
@@ -85,7 +91,7 @@ def image_function(
         description=description,
         role=role,
         log_group=log_group,
-        environment={**POWERTOOLS_ENV, **environment},
+        environment={**LIBRARY_ENV, **environment},
         timeout=timeout,
         memory_size=memory_size,
         reserved_concurrent_executions=reserved_concurrency,

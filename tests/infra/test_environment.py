@@ -14,8 +14,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_NAME = "CatalogImageProcessor"
 HANDLERS_PACKAGE = "functions.handlers"
-# Read by Powertools and the logging setup themselves, not by a handler's settings.
-NOT_SETTINGS = ("POWERTOOLS_", "LOG_LEVEL")
+# Read by Powertools, the logging setup and pydantic themselves, not by a handler's settings.
+NOT_SETTINGS = ("POWERTOOLS_", "LOG_LEVEL", "PYDANTIC_DISABLE_PLUGINS")
 CDK_OWN_FUNCTIONS = ("BucketNotificationsHandler",)  # CDK's custom resource (inline code, no environment)
 
 
@@ -85,6 +85,21 @@ def test_every_function_sets_exactly_the_variables_its_handler_reads(synthesized
     # Then every variable a handler reads is set (defaults included, so the deployed value shows in the template)
     # and every variable the stack sets is read
     assert mismatches == {}
+
+
+def test_every_function_starts_without_pydantic_scanning_for_plugins(synthesized):
+    # Given every Lambda function the stack deploys
+    functions = synthesized.resources("AWS::Lambda::Function")
+    ours = handlers_by_function(synthesized)
+
+    # When their environments are read
+    plugins = {
+        logical_id: functions[logical_id]["Properties"]["Environment"]["Variables"].get("PYDANTIC_DISABLE_PLUGINS")
+        for logical_id in ours
+    }
+
+    # Then each one turns pydantic's plugin lookup off (a scan of every installed package at its first model build)
+    assert set(plugins.values()) == {"__all__"}, plugins
 
 
 def _placeholder(value: Any) -> str:
