@@ -20,6 +20,7 @@ from functions.adapters.aws.clients import client
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_storage import S3Storage
 from functions.adapters.aws.transient import retry_transient
+from functions.allocator import keep_image_buffers
 from functions.errors import CatalogError
 from schemas import ExecutionInput, PreparedImage
 
@@ -27,6 +28,9 @@ logger = Logger(service="prepare")
 tracer = tracer_for("prepare")
 metrics = Metrics(namespace="CatalogImages", service="prepare")
 SETTINGS = settings.PrepareSettings
+
+# A warm environment prepares photo after photo: keep their buffers rather than fault them in afresh each time.
+keep_image_buffers()
 
 PREPARED_PREFIX = "prepared/"
 GPU_OUTPUTS_PREFIX = "gpu/outputs/"
