@@ -11,10 +11,16 @@ photos and for the real samples in ../shared/samples when present); the per-phot
 per photo (steadier than wall time when other work shares the machine); and the new path's peak
 RSS at two batch sizes, to show memory stays flat. Prints figures; asserts nothing.
 
+With --memory-sizes (e.g. 50,1000,10000) it measures only the runner's memory, on batches of small photos (120x160,
+256 px packshots, so that 10,000 photos take minutes): the runner's peak RSS after a first run and after a re-run
+where every photo is reused, each size in a fresh process.
+
     .venv/bin/python bench/bench_throughput.py [--photos 50] [--rss-photos 200] [--workers 2]
+    .venv/bin/python bench/bench_throughput.py --memory-sizes 50,1000,10000
 """
 
 import argparse
+import io
 import json
 import multiprocessing
 import resource
@@ -36,7 +42,7 @@ GARMENT_COLOURS = (
 )
 
 
-def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, float]:
+def child(path: str, input_dir: Path, out_dir: Path, workers: int, size: int = 2000) -> dict[str, float]:
     """Runs inside the measured process: the prepare half of `catalog run` (no GPU jobs are asked for)."""
     sys.path.insert(0, str(REPO))
     # The baseline's stages are swapped into the runner's module before the workers fork, so they inherit them.
@@ -62,7 +68,7 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, 
     def run() -> int:
         # `catalog run` without its CLI: checkpoints, batch, checks, stale outputs, manifest, report (no review).
         photos = discover_inputs(input_dir, exclude=out_dir)
-        settings = runner.RunSettings(workers=workers)
+        settings = runner.RunSettings(workers=workers, size=size)
         finished = runner.run_locally(
             input_dir, photos, out_dir, settings, ReviewOptions(), Quiet(), lambda *link: None
         )
@@ -72,6 +78,7 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, 
     count = run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     workers_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    first_run_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rerun = time.perf_counter()
     run()  # every photo reused: discovery, reuse check, manifest and report only
     rerun = time.perf_counter() - rerun
@@ -82,6 +89,7 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, 
         # CPU seconds the workers spent per photo: on a busy machine a steadier measure than wall time.
         "worker_cpu_s_per_photo": (workers_cpu.ru_utime + workers_cpu.ru_stime) / count,
         "rerun_ms_per_photo": 1000 * rerun / count,
+        "peak_rss_runner_first_run_mb": first_run_rss,
         "peak_rss_runner_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
@@ -113,9 +121,44 @@ def copy_batch(pool: Path, folder: Path, count: int) -> None:
         shutil.copyfile(sources[index % len(sources)], folder / f"SKU-{index:05d}" / "front.jpg")
 
 
-def measure(path: str, input_dir: Path, out_dir: Path, workers: int) -> dict[str, float]:
+def write_small_photos(folder: Path, count: int) -> None:
+    """`count` 120x160 JPEGs, a SKU folder each: five renders, repeated (for the memory check's big batches)."""
+    from functions.local.synthetic_photos import GARMENTS, render_product_photo
+
+    renders = []
+    for index in range(5):
+        garment_rgb, backdrop_rgb = GARMENT_COLOURS[index]
+        photo = render_product_photo(
+            GARMENTS[index % len(GARMENTS)], garment_rgb, backdrop_rgb, size=(120, 160), seed=index
+        )
+        encoded = io.BytesIO()
+        photo.image.save(encoded, "JPEG", quality=90)
+        renders.append(encoded.getvalue())
+    for index in range(count):
+        (folder / f"SKU-{index:05d}").mkdir(parents=True)
+        (folder / f"SKU-{index:05d}" / "front.jpg").write_bytes(renders[index % len(renders)])
+
+
+def memory_only(sizes: list[int], workers: int) -> None:
+    """The runner's peak RSS on batches of small photos, a fresh process for each size."""
+    print(f"runner memory, new path: small photos (120x160, 256 px packshots), workers: {workers}")
+    print(f"{'photos':>8}{'first run MB':>14}{'+ re-run MB':>13}{'runner CPU ms/photo':>21}{'re-run ms/photo':>17}")
+    for size in sizes:
+        work = Path(tempfile.mkdtemp(prefix="bench-runner-memory-"))
+        write_small_photos(work / "photos", size)
+        r = measure("new", work / "photos", work / "out", workers, packshot_size=256)
+        print(
+            f"{size:>8}{r['peak_rss_runner_first_run_mb']:>14.0f}{r['peak_rss_runner_mb']:>13.0f}"
+            f"{r['runner_cpu_ms_per_photo']:>21.1f}{r['rerun_ms_per_photo']:>17.1f}",
+            flush=True,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(path: str, input_dir: Path, out_dir: Path, workers: int, packshot_size: int = 2000) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", path, "--input", str(input_dir), "--out", str(out_dir)]
-    done = subprocess.run([*command, "--workers", str(workers)], capture_output=True, text=True, check=True)
+    command += ["--workers", str(workers), "--size", str(packshot_size)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -147,15 +190,20 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=50, help="synthetic photos in the side-by-side batch")
     parser.add_argument("--rss-photos", type=int, default=200, help="the larger batch for the memory check")
     parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
+    parser.add_argument("--memory-sizes", help="only the runner's memory, at these batch sizes (e.g. 50,1000,10000)")
     parser.add_argument("--child", choices=("baseline", "new"))
     parser.add_argument("--input", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--size", type=int, default=2000, help="(child) packshot side")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.input, args.out, args.workers)))
+        print(json.dumps(child(args.child, args.input, args.out, args.workers, args.size)))
         return
 
     sys.path.insert(0, str(REPO))
+    if args.memory_sizes:
+        memory_only([int(size) for size in args.memory_sizes.split(",")], args.workers)
+        return
     # 1. The input folder: synthetic catalog photos, and the real samples when they are there.
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     photos = work / "photos"
