@@ -28,6 +28,8 @@ from functions.stages.intake import IntakeLimits
 from schemas import GarmentCategory, JobResult, ManifestEntry, Severity, Status
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from functions.local.runner import RunSettings
     from functions.review.local_flow import ReviewOptions
     from functions.stages.brand import BrandSelection
@@ -341,7 +343,7 @@ def run(
             raise _usage_error(str(error)) from error
 
     # 4. Say what happened. The exit status stays about processing.
-    entries = list(finished.manifest.entries)
+    entries = finished.manifest.entries  # read from manifest.json one at a time: never all in memory
     _print_summary(entries, out / MANIFEST_NAME, finished.report)
     console.print(terminal_text(finished.review.summary(), keep_newlines=True), markup=False)  # names published files
     failed = sum(entry.status is Status.FAILED for entry in entries)
@@ -389,7 +391,7 @@ def _show_link(link: str, email: str, timeout: timedelta) -> None:
     console.print(f"Waiting up to {int(timeout.total_seconds())} s for the decisions... (Ctrl-C ends the review)")
 
 
-def _print_summary(entries: list[ManifestEntry], manifest: Path, report: Path) -> None:
+def _print_summary(entries: "Sequence[ManifestEntry]", manifest: Path, report: Path) -> None:
     failed = [e for e in entries if e.status is Status.FAILED]
     reused = sum(e.reused for e in entries)
     warned = sum(
