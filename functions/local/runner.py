@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from functions.adapters.local.files import FileStorage, file_uri, path_of
+from functions.allocator import keep_image_buffers
 from functions.errors import CatalogError, ConfigurationError
 from functions.local.discovery import InputPhoto
 from functions.local.entry_spool import EntrySpool, PreviousEntries, close_spooled
@@ -285,6 +286,7 @@ def _init_worker(settings: RunSettings, threads: int) -> None:
     global _worker_remover, _worker_settings
     import cv2
 
+    keep_image_buffers()  # photo after photo: reuse the freed buffers rather than fault fresh pages in each time
     cv2.setNumThreads(threads)
     _worker_settings = settings
     _worker_remover = build_remover(settings, threads)
@@ -359,6 +361,7 @@ def _process_all(
     workers = max(1, min(settings.workers, len(pending)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     if workers == 1:
+        keep_image_buffers()
         remover = build_remover(settings, threads)
         for index, photo in pending:
             try:
