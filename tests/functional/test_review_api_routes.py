@@ -4,7 +4,6 @@ with their types. The page, decisions and image redirects are exercised in test_
 """
 
 import json
-from dataclasses import dataclass
 
 import boto3
 import pytest
@@ -14,19 +13,9 @@ from functions.adapters.aws import review as aws_review
 from functions.handlers import review_api
 from functions.review.signing import SigningKeys
 
-REGION = "us-east-1"
+from .aws_fixtures import REGION, FakeContext
+
 KEYS_SECRET = "catalog/review-keys"
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "review"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:review"
-    aws_request_id: str = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 @pytest.fixture
