@@ -42,7 +42,29 @@ def _discard(db: sqlite3.Connection, path: Path) -> None:
         path.parent.rmdir()  # the last spool of the run takes the folder with it
 
 
-class EntrySpool(Sequence[ManifestEntry]):
+class EntriesByPosition(Sequence[ManifestEntry]):
+    """Manifest entries read from disk one at a time, by position; a subclass says where an entry's JSON lies."""
+
+    def _entry_json(self, index: int) -> str | bytes:
+        """The JSON of the entry at `index`, 0 <= index < len(self)."""
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> ManifestEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ManifestEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> ManifestEntry | list[ManifestEntry]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        size = len(self)
+        if not -size <= index < size:
+            raise IndexError(index)
+        return ManifestEntry.model_validate_json(self._entry_json(index % size))
+
+
+class EntrySpool(EntriesByPosition):
     """Manifest entries by source, in `position` order, each stored as its `model_dump_json(indent=2)` text.
 
     The stored text is what the manifest is made of, so writing the manifest reads text and dumps nothing. Putting an
@@ -143,22 +165,9 @@ class EntrySpool(Sequence[ManifestEntry]):
     def __len__(self) -> int:
         return self._count
 
-    @overload
-    def __getitem__(self, index: int) -> ManifestEntry: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ManifestEntry]: ...
-
-    def __getitem__(self, index: int | slice) -> ManifestEntry | list[ManifestEntry]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(len(self))[index]]
-        size = len(self)
-        if not -size <= index < size:
-            raise IndexError(index)
-        row = self._db.execute(
-            "SELECT entry FROM entries ORDER BY position LIMIT 1 OFFSET ?", (index % size,)
-        ).fetchone()
-        return ManifestEntry.model_validate_json(row[0])
+    def _entry_json(self, index: int) -> str:
+        row = self._db.execute("SELECT entry FROM entries ORDER BY position LIMIT 1 OFFSET ?", (index,)).fetchone()
+        return str(row[0])
 
 
 class PreviousEntries(Mapping[str, ManifestEntry]):

@@ -11,15 +11,15 @@ import re
 import sqlite3
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, overload
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
 from functions.adapters.local.files import path_of
-from functions.local.entry_spool import SPOOL_DIR, EntrySpool, PreviousEntries, leftover_spools
+from functions.local.entry_spool import SPOOL_DIR, EntriesByPosition, EntrySpool, PreviousEntries, leftover_spools
 from schemas import ManifestEntry, PreparedImage, RunManifest
 
 MANIFEST_NAME = "manifest.json"
@@ -116,7 +116,7 @@ def _split_in_layout(file: BinaryIO, on_entry: Callable[[bytes], None]) -> bytes
     return b"".join(head) if in_layout else None
 
 
-class ManifestEntriesOnDisk(Sequence[ManifestEntry]):
+class ManifestEntriesOnDisk(EntriesByPosition):
     """The entries of a manifest just written, read back from the file one at a time (through an open handle: a
     later run replacing OUT/manifest.json does not change them)."""
 
@@ -128,17 +128,9 @@ class ManifestEntriesOnDisk(Sequence[ManifestEntry]):
     def __len__(self) -> int:
         return len(self._spans) // 2
 
-    @overload
-    def __getitem__(self, index: int) -> ManifestEntry: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ManifestEntry]: ...
-
-    def __getitem__(self, index: int | slice) -> ManifestEntry | list[ManifestEntry]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(len(self))[index]]
-        start, end = self._spans[2 * index], self._spans[2 * index + 1]  # IndexError past the end, as a list's
-        return ManifestEntry.model_validate_json(os.pread(self._handle, end - start, start))
+    def _entry_json(self, index: int) -> bytes:
+        start, end = self._spans[2 * index], self._spans[2 * index + 1]
+        return os.pread(self._handle, end - start, start)
 
     def __iter__(self) -> Iterator[ManifestEntry]:
         for index in range(len(self)):
