@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from functions.adapters.local.files import FileStorage, file_uri, path_of
 from functions.allocator import keep_image_buffers
@@ -516,15 +516,6 @@ def write_manifest(
         return head.model_copy(update={"entries": tuple(entries)})
     # Not validated again: every entry was a ManifestEntry when it was written, and is validated as it is read.
     return head.model_copy(update={"entries": ManifestEntriesOnDisk(handle, spans)})
-
-
-def write_manifest_json(manifest: RunManifest, file: BinaryIO) -> None:
-    """The bytes of `manifest.model_dump_json(indent=2)` plus a newline, written one entry at a time.
-
-    Memory stays flat whatever the batch: dumped whole, 10,000 photos' manifest was held three times over (the JSON
-    string, its bytes, the bytes with the newline), several hundred MB at every checkpoint.
-    """
-    write_manifest_entries(manifest, _entry_texts(manifest.entries), file)
 
 
 class Progress(Protocol):

@@ -1,8 +1,8 @@
 """`OUT/manifest.json` is written one entry at a time (flat memory on big batches) with the same bytes pydantic's
 whole dump gives, so every reader of the manifest sees no difference."""
 
-import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -11,19 +11,6 @@ from functions.local import runner
 from functions.local.discovery import discover_inputs
 from functions.local.manifest import load_previous_manifest
 from schemas import RunManifest
-
-
-def _manifest(entries) -> RunManifest:
-    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-    settings = runner.RunSettings(workers=1, size=128)
-    return RunManifest(
-        tool_version="0",
-        started_at=now,
-        finished_at=now,
-        input_root="/in/ünïcode",
-        options=settings.run_options(),
-        entries=tuple(entries),
-    )
 
 
 def _real_entries(tmp_path):
@@ -40,15 +27,16 @@ def _real_entries(tmp_path):
 def test_the_streamed_manifest_has_the_bytes_of_a_whole_dump(tmp_path):
     entries = _real_entries(tmp_path)
     assert {entry.status.value for entry in entries} == {"succeeded", "failed"}
-    for chosen in ([], entries[:1], entries):
-        # Given a manifest of none, one or several real entries
-        manifest = _manifest(chosen)
-        # When it is written entry by entry
-        streamed = io.BytesIO()
-        runner.write_manifest_json(manifest, streamed)
+    settings = runner.RunSettings(workers=1, size=128)
+    for number, chosen in enumerate(([], entries[:1], list(entries))):
+        # Given none, one or several real entries
+        out_dir = tmp_path / f"out-{number}"
+        # When the run's manifest is written, entry by entry
+        manifest = runner.write_manifest(out_dir, Path("/in/ünïcode"), settings, datetime.now(UTC), chosen)
+        written = (out_dir / "manifest.json").read_bytes()
         # Then the bytes are pydantic's own dump with a newline, and they read back as the same manifest
-        assert streamed.getvalue() == manifest.model_dump_json(indent=2).encode() + b"\n"
-        assert RunManifest.model_validate_json(streamed.getvalue()) == manifest
+        assert written == manifest.model_dump_json(indent=2).encode() + b"\n"
+        assert RunManifest.model_validate_json(written) == manifest
 
 
 def test_a_written_manifest_is_found_again_by_the_next_run(tmp_path):
