@@ -111,8 +111,13 @@ def encode_image(image: Image.Image, fmt: OutputFormat, *, quality: int = 92) ->
 
 
 def _encode_png(image: Image.Image) -> bytes:
-    pixels = np.asarray(image)
-    return encode_png_rows(image.size, image.mode, lambda top, bottom: pixels[top:bottom]).result()
+    return encode_png_rows(image.size, image.mode, image_rows(image)).result()
+
+
+def image_rows(image: Image.Image) -> Callable[[int, int], np.ndarray]:
+    """`rows(top, bottom)`: those rows of `image` as an array, read on demand (no full-size copy up front)."""
+    image.load()
+    return lambda top, bottom: np.asarray(image.crop((0, top, image.width, bottom)))
 
 
 def encode_png_rows(

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import cv2
-import numpy as np
 from PIL import Image
 
-from functions.encoding import content_type_for, encode_image, encode_png_rows, extension_for
+from functions.encoding import content_type_for, encode_image, encode_png_rows, extension_for, image_rows
 from functions.errors import BackgroundRemovalError
 from functions.ports import BlobStorage
 from functions.stages.background import BackgroundRemover, BackgroundResult, cutout_rows, make_cutout
@@ -81,7 +80,7 @@ def process_photo(
     #    Its PNG (the largest single encoding) and the mask's are made strip by strip, on the pool when there is one.
     cutout = cutout_rows(normalised.image, background.mask)
     cutout_encoding = encode_png_rows(normalised.image.size, "RGBA", cutout, pool)
-    mask_encoding = encode_png_rows(background.mask.size, "L", partial(_rows_of, background.mask), pool)
+    mask_encoding = encode_png_rows(background.mask.size, "L", image_rows(background.mask), pool)
 
     # 4. Compose the catalog packshot (the mask's parts, labelled once, frame it and feed the checks).
     parts = find_mask_parts(background.mask)
@@ -100,10 +99,6 @@ def process_photo(
             ),
         )
     return ProcessedPhoto(normalised, background, cutout_encoding, mask_encoding, packshot, checks)
-
-
-def _rows_of(image: Image.Image, top: int, bottom: int) -> np.ndarray:
-    return np.asarray(image.crop((0, top, image.width, bottom)))
 
 
 def _on(pool: Executor | None, work: Callable[[], bytes]) -> Future[bytes]:

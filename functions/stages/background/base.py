@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from functions.encoding import image_rows
+
 
 @dataclass(frozen=True)
 class BackgroundResult:
@@ -54,13 +56,11 @@ def cutout_rows(image: Image.Image, mask: Image.Image) -> Callable[[int, int], n
         raise ValueError(f"mask size {mask.size} differs from image size {image.size}")
     if image.mode not in ("RGB", "RGBA"):
         raise ValueError(f"a cutout is made from an RGB or RGBA image, got mode {image.mode}")
-    image.load()
-    mask.load()
+    # Each strip is read from the images on its own: no full-size array is made up front (on 24 MP, 0.1 s).
+    image_strip, mask_strip = image_rows(image), image_rows(mask)
 
     def rows(top: int, bottom: int) -> np.ndarray:
-        # Each strip is read from the images on its own: no full-size array is made up front (on 24 MP, 0.1 s).
-        box = (0, top, image.width, bottom)
-        pixels, alpha = np.asarray(image.crop(box)), np.asarray(mask.crop(box))
+        pixels, alpha = image_strip(top, bottom), mask_strip(top, bottom)
         if image.mode == "RGBA":
             shown = pixels.copy()
             # round(own * mask / 255): OpenCV rounds to nearest, and a product of two bytes over 255 is never a half.
