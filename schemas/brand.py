@@ -1,6 +1,6 @@
 """A brand's profile: its LoRA adapters, prompts, scene presets and model library."""
 
-from pydantic import Field
+from pydantic import EmailStr, Field
 
 from ._base import Contract
 from .jobs import Uri
@@ -49,4 +49,4 @@ class BrandProfile(Contract):
     negative_prompt: str | None = None
     scene_presets: tuple[ScenePreset, ...] = ()
     model_library: tuple[ModelPhoto, ...] = ()
-    reviewers: tuple[str, ...] = ()
+    reviewers: tuple[EmailStr, ...] = Field(default=(), description="Who reviews this brand's images (e-mail).")

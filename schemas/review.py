@@ -3,9 +3,9 @@
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import EmailStr, Field, model_validator
+from pydantic import Field, model_validator
 
-from ._base import Contract
+from ._base import Contract, ReviewerAddress
 from .checks import QualityFlag
 
 
@@ -67,7 +67,7 @@ class ReviewTask(Contract):
 
     review_id: str = Field(min_length=16, max_length=128)
     brand: str
-    reviewers: tuple[EmailStr, ...] = Field(min_length=1)
+    reviewers: tuple[ReviewerAddress, ...] = Field(min_length=1)
     items: tuple[ReviewItem, ...] = Field(min_length=1)
     created_at: datetime
     expires_at: datetime

@@ -7,9 +7,9 @@ it refers to no other contract, so `ingest` imports it without the models below 
 job attempt, `GpuJobTask`, is in `schemas/jobs.py` beside the JobRequest it carries.
 """
 
-from pydantic import EmailStr, Field, computed_field
+from pydantic import Field, computed_field
 
-from ._base import Contract
+from ._base import Contract, ReviewerAddress
 from .checks import QualityFlag
 from .jobs import JobRequest, JobResult, Uri
 from .records import Cutout, IntakeInfo
@@ -51,7 +51,7 @@ class PreparedImage(Contract):
     cutout: Cutout
     checks: tuple[QualityFlag, ...] = ()
     files: PreparedFiles
-    reviewers: tuple[str, ...] = ()
+    reviewers: tuple[ReviewerAddress, ...] = ()
     jobs: tuple[JobRequest, ...] = ()
 
 
@@ -66,7 +66,7 @@ class ReviewRequest(Contract):
     """What a person is asked to decide for one photo: its packshot and generated images, with their flags."""
 
     brand: str = Field(min_length=1)
-    reviewers: tuple[EmailStr, ...] = Field(min_length=1)
+    reviewers: tuple[ReviewerAddress, ...] = Field(min_length=1)
     items: tuple[ReviewItem, ...] = Field(min_length=1)
 
 

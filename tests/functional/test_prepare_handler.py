@@ -243,6 +243,17 @@ def test_an_unknown_background_engine_stops_before_anything_is_written(s3, monke
     assert prepared_keys(s3) == []
 
 
+def test_a_reviewer_that_is_not_an_address_stops_before_anything_is_written(s3, monkeypatch):
+    # Given the stack's REVIEWERS with one entry that is not an e-mail address
+    reload_settings(monkeypatch, REVIEWERS="buyer@acme.example, lead at acme")
+    version = upload(s3, studio_jpeg())
+
+    # When prepare runs, Then it fails on the setting, naming it and the bad entry, before any work is written
+    with pytest.raises(ValueError, match=r"reviewers[\s\S]*'lead at acme' is not an e-mail address"):
+        run(execution_input(version))
+    assert prepared_keys(s3) == []
+
+
 def test_a_photo_over_the_pixel_cap_is_refused(s3, monkeypatch):
     # Given MAX_MEGAPIXELS below the photo's 360 x 480 pixels
     reload_settings(monkeypatch, MAX_MEGAPIXELS="0.1")

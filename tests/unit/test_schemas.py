@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from schemas import JobKind, JobRequest, ProductSidecar, ReviewDecision, Verdict
+from schemas import JobKind, JobRequest, ProductSidecar, ReviewDecision, ReviewRequest, Verdict
 from schemas.export import EXPORTED, write_json_schemas
 
 
@@ -48,6 +48,20 @@ def test_a_rejection_needs_a_reason_but_an_approval_does_not():
     ReviewDecision(item_id="i1", verdict=Verdict.APPROVED, reviewer="r@example.com", decided_at=now)
     with pytest.raises(ValidationError, match="reason"):
         ReviewDecision(item_id="i1", verdict=Verdict.REJECTED, reviewer="r@example.com", decided_at=now)
+
+
+@pytest.mark.parametrize(
+    "address", ["reviewer", "reviewer@localhost", "a@b.example, c@d.example", "a@b.example\r\nBcc: x@y.example"]
+)
+def test_the_review_request_refuses_what_is_not_one_mail_address(address):
+    # Given reviewer addresses already checked where they entered (profile, stack settings, --reviewer), When one that
+    # could not be a single address reaches the workflow's contract, Then it is refused rather than mailed
+    item = {"item_id": "i1", "sku": "S", "original": "s3://b/o.jpg", "generated": "s3://b/g.png"}
+    request = {"brand": "acme", "items": [{**item, "job_kind": "packshot"}]}
+    with pytest.raises(ValidationError, match=r"reviewers\.0"):
+        ReviewRequest.model_validate({**request, "reviewers": [address]})
+    accepted = ReviewRequest.model_validate({**request, "reviewers": ["Lead.Buyer+ss27@acme.example"]})
+    assert accepted.reviewers == ("Lead.Buyer+ss27@acme.example",)
 
 
 def test_every_contract_is_written_as_a_json_schema(tmp_path):

@@ -119,6 +119,7 @@ def test_no_brand_store_configured_means_packshot_defaults_with_a_note():
         ({"adapters": [{"name": "has space", "uri": "a.safetensors"}]}, "adapters.0.name"),
         ({"colour_palette": ["red"]}, "colour_palette"),
         ({"reviewers": "lead@acme.example"}, "reviewers"),
+        ({"reviewers": ["lead@acme.example", "buyer at acme"]}, "reviewers.1"),
     ],
 )
 def test_a_malformed_profile_fails_naming_the_field(change, field):

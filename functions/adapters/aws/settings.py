@@ -9,7 +9,7 @@ import os
 from functools import cache
 from typing import Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_INTAKE_PREFIX = "incoming/"
 
@@ -63,6 +63,20 @@ class PrepareSettings(_LambdaSettings):
         pattern=r"^s3://[a-z0-9.\-]{3,63}/.*$",
         description="The brand store: s3://bucket/brands/, holding <brand>/profile.json and its adapters.",
     )
+
+    @field_validator("reviewers")
+    @classmethod
+    def _reviewers_are_addresses(cls, reviewers: str) -> str:
+        # Checked in full here, where the stack's addresses enter; the workflow's contracts then check only their shape.
+        from pydantic import EmailStr, TypeAdapter, ValidationError
+
+        addresses = TypeAdapter(EmailStr)
+        for address in (address.strip() for address in reviewers.split(",") if address.strip()):
+            try:
+                addresses.validate_python(address)
+            except ValidationError as error:
+                raise ValueError(f"{address!r} is not an e-mail address ({error.errors()[0]['msg']})") from None
+        return reviewers
 
     def reviewer_list(self) -> list[str]:
         return [address.strip() for address in self.reviewers.split(",") if address.strip()]
