@@ -325,3 +325,21 @@ def test_a_failing_strip_fails_the_png_rather_than_hanging(monkeypatch):
         # Then whoever waits for it gets the strip's error
         with pytest.raises(OSError, match="truncated"):
             png.result(timeout=30)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (700, 1), (1200, 1000)])
+def test_image_array_reads_every_pixel_as_numpy_does(mode, size):
+    # Given a noisy image, tall enough at 1200 x 1000 to be read in several 2 MB strips (RGB: 3.6 MB)
+    rng = np.random.default_rng(3)
+    bands = len(mode)
+    pixels = rng.integers(0, 256, (size[1], size[0], bands), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if bands == 1 else pixels, mode)
+
+    # When it is read strip by strip
+    read = encoding.image_array(image)
+
+    # Then it is the same array np.asarray gives, shape and dtype included
+    expected = np.asarray(image)
+    assert read.shape == expected.shape and read.dtype == expected.dtype
+    assert np.array_equal(read, expected)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from functions.encoding import image_array
 from functions.errors import BackgroundRemovalError
 from functions.stages.background.base import BackgroundResult
 
@@ -62,8 +63,9 @@ class BackdropKeyer:
         if image.mode not in ("RGB", "RGBA"):
             raise ValueError(f"the backdrop keyer takes RGB or RGBA images, got mode {image.mode}")
         width, height = image.size
-        rgb = np.asarray(image.convert("RGB") if image.mode == "RGBA" else image)
-        alpha = np.asarray(image.getchannel("A")) if image.mode == "RGBA" else None
+        pixels = image_array(image)
+        rgb = np.ascontiguousarray(pixels[..., :3]) if image.mode == "RGBA" else pixels
+        alpha = np.ascontiguousarray(pixels[..., 3]) if image.mode == "RGBA" else None
 
         # 2. Working copy: downscaled by area (which also averages away sensor noise), then lightly denoised.
         scale = min(1.0, s.working_long_side / max(width, height))
