@@ -141,6 +141,22 @@ def test_the_derived_files_are_written_under_the_photos_prefixes_with_their_cont
     assert image(storage, prepared.files.packshot).size == (256, 256)
 
 
+def test_the_cutout_record_gives_the_products_box_and_its_share_of_the_frame():
+    # Given a remover whose mask is a 240 x 320 product in a 480 x 640 photo
+    storage = MemoryStorage()
+
+    # When the photo is prepared
+    cutout = prepare(storage).prepared.cutout
+
+    # Then the record names the engine, the product's box and the quarter of the frame it covers
+    assert cutout.engine == "fake-box" and cutout.confidence == 0.95 and not cutout.low_confidence
+    left, top, right, bottom = PRODUCT
+    assert cutout.product_box is not None
+    assert (cutout.product_box.left, cutout.product_box.top) == (left, top)
+    assert (cutout.product_box.right, cutout.product_box.bottom) == (right, bottom)
+    assert cutout.coverage == 0.25
+
+
 def test_previews_are_small_enough_for_an_email():
     # Given a photo larger than a preview, When it is prepared
     storage = MemoryStorage()
