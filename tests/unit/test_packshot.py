@@ -9,10 +9,13 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from functions.encoding import encode_image
 from functions.errors import CatalogError
+from functions.stages.background import make_cutout
 from functions.stages.packshot import (
+    MASK_NOISE_FLOOR,
     Packshot,
     PackshotPreset,
     PackshotSettings,
+    _premultiplied_cutout,
     compose_packshot,
     quality_checks,
 )
@@ -477,3 +480,24 @@ def test_a_24_megapixel_photo_makes_a_2000px_packshot():
     box = packshot.placement
     assert box.bottom - box.top == 1700 and abs((box.left + box.right) / 2 - 1000) <= 1
     assert flags == ()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_the_packshots_premultiplied_product_is_the_cutouts_colours_times_its_alpha(mode):
+    # Given a noisy photo (its own alpha half see-through on the left, when it has one) and a soft mask whose faintest
+    # values are backdrop noise
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, (60, 80, 4), dtype=np.uint8)
+    pixels[:, :40, 3] = 128
+    photo = Image.fromarray(pixels, "RGBA").convert(mode) if mode == "RGB" else Image.fromarray(pixels, "RGBA")
+    soft = rng.integers(0, 256, (60, 80), dtype=np.uint8)
+    mask = Image.fromarray(soft, "L")
+
+    # When the packshot premultiplies the product
+    premultiplied = _premultiplied_cutout(photo, mask)
+
+    # Then it holds exactly the cutout's pixels (mask values under the noise floor cleared), premultiplied by Pillow
+    cleared = Image.fromarray(np.where(soft > MASK_NOISE_FLOOR, soft, 0).astype(np.uint8), "L")
+    expected = make_cutout(photo, cleared).convert("RGBa")
+    assert premultiplied.mode == "RGBa"
+    assert np.array_equal(np.asarray(premultiplied), np.asarray(expected))
