@@ -59,6 +59,8 @@ def child(variant: str, photo: Path, model: Path, repeat: int, out_dir: Path) ->
 
             remover = BackdropKeyer() if variant == "keyer-today" else background_remover_from_spec(f"rembg:{model}")
         else:
+            from functions.allocator import keep_image_buffers
+            from functions.blas_threads import one_blas_thread
             from functions.stages.packshot import PackshotSettings  # type: ignore[assignment]
             from functions.stages.prepare import (  # type: ignore[assignment]
                 PhotoToPrepare,
@@ -66,6 +68,8 @@ def child(variant: str, photo: Path, model: Path, repeat: int, out_dir: Path) ->
                 prepare_image,
             )
 
+            keep_image_buffers()  # the process set up as the prepare Lambda and `catalog run`'s workers set theirs
+            one_blas_thread()
             remover = background_remover_from_spec("backdrop" if variant == "keyer" else f"rembg:{model}")
         storage = FileStorage([out_dir])
         prefix = file_uri(out_dir / variant) + "."

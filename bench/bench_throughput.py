@@ -59,6 +59,7 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int, size: int = 2
         runner.prepare_image = baseline_prepare.prepare_image  # type: ignore[assignment]
         runner.build_remover = lambda settings, threads: baseline_keyer.BackdropKeyer()
         runner.keep_image_buffers = lambda: False  # today's workers left glibc's malloc settings as they were
+        runner.one_blas_thread = lambda: False  # ... and OpenBLAS' threads as many as the cores
 
     class Quiet:
         def photo_done(self, entry: object) -> None: ...

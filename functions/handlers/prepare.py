@@ -39,8 +39,10 @@ GPU_OUTPUTS_PREFIX = "gpu/outputs/"
 @lru_cache(maxsize=1)
 def background_remover() -> Any:
     """Built once per execution environment: the ONNX session is the expensive part of a cold start."""
+    from functions.blas_threads import one_blas_thread
     from functions.stages.background import background_remover_from_spec
 
+    one_blas_thread()  # OpenBLAS' idle threads would spin on the cores prepare's encoding threads use
     config = settings.load(SETTINGS)
     return background_remover_from_spec(
         config.background_spec, models_dir=Path(config.catalog_models_dir), commercial=config.commercial

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from functions.adapters.local.files import FileStorage, file_uri, path_of
 from functions.allocator import keep_image_buffers
+from functions.blas_threads import one_blas_thread
 from functions.errors import CatalogError, ConfigurationError
 from functions.local.discovery import InputPhoto
 from functions.local.entry_spool import EntrySpool, PreviousEntries, close_spooled
@@ -287,6 +288,7 @@ def _init_worker(settings: RunSettings, threads: int) -> None:
     import cv2
 
     keep_image_buffers()  # photo after photo: reuse the freed buffers rather than fault fresh pages in each time
+    one_blas_thread()  # OpenBLAS' idle threads would spin on the cores the other workers use
     cv2.setNumThreads(threads)
     _worker_settings = settings
     _worker_remover = build_remover(settings, threads)
@@ -362,6 +364,7 @@ def _process_all(
     threads = max(1, (os.cpu_count() or 1) // workers)
     if workers == 1:
         keep_image_buffers()
+        one_blas_thread()
         remover = build_remover(settings, threads)
         for index, photo in pending:
             try:
