@@ -214,7 +214,7 @@ class BackdropKeyer:
         if count > 1:
             thickness = np.zeros(count, np.float32)
             depth = cv2.distanceTransform(exact.astype(np.uint8), cv2.DIST_L2, 3)
-            np.maximum.at(thickness, np.asarray(labels, np.intp).ravel(), np.asarray(depth).ravel())
+            np.maximum.at(thickness, labels[exact], depth[exact])  # label 0 (not exact colour) is never read
             touching = np.zeros(count, bool)
             touching[labels[cv2.dilate(background.astype(np.uint8), _disc(1)).astype(bool)]] = True
             moat = touching & (thickness <= s.max_moat_px)
@@ -465,12 +465,13 @@ def _local_mean(
     top, bottom, left, right = _box_around(ys, xs, margin=round(4 * sigma) + 1, shape=(height, width))
     weight = where[top:bottom, left:right].astype(np.float32)
     planes = np.empty((bottom - top, right - left, 4), np.float32)
-    planes[..., :3] = image[top:bottom, left:right] * weight[..., np.newaxis]
+    np.multiply(image[top:bottom, left:right], weight[..., np.newaxis], out=planes[..., :3])
     planes[..., 3] = weight
-    blurred = cv2.GaussianBlur(planes, (0, 0), sigma)
-    total, near_weight = blurred[..., :3], blurred[..., 3]
-    mean[top:bottom, left:right] = total / np.maximum(near_weight, 1e-6)[..., np.newaxis]
-    ok[top:bottom, left:right] = near_weight > 0.02
+    # The mean is divided out only where it is read: the band is a small share of its box.
+    blurred = cv2.GaussianBlur(planes, (0, 0), sigma)[needed[top:bottom, left:right]]
+    near_weight = blurred[:, 3]
+    mean[needed] = blurred[:, :3] / np.maximum(near_weight, 1e-6)[:, np.newaxis]
+    ok[needed] = near_weight > 0.02
     return mean, ok
 
 
