@@ -96,7 +96,7 @@ class BackdropKeyer:
         # 4. Rough mask, then refit the backdrop on everything found to be backdrop (the border alone cannot see
         #    a vignette's centre) and key again.
         channels = _planes(lab)  # contiguous planes: numpy is several times slower on strided channels
-        first_guess = _planes(_evaluate(coef, lab.shape[:2]))
+        first_guess = _evaluate(coef, lab.shape[:2])
         distance = _delta_e(channels, first_guess)
         plain_border = border & opaque & (distance < s.backdrop_tolerance_de)
         edges = self._edges(lab, channels, plain_border)
@@ -104,7 +104,7 @@ class BackdropKeyer:
         clear = background & (distance < s.backdrop_tolerance_de) & opaque
         if np.count_nonzero(clear) > 1000:
             coef, _ = _fit_backdrop(lab, clear, degree=3, tolerance=s.backdrop_tolerance_de)
-        backdrop_lab = _planes(_evaluate(coef, lab.shape[:2]))
+        backdrop_lab = _evaluate(coef, lab.shape[:2])
         background = self._background(channels, backdrop_lab, _delta_e(channels, backdrop_lab), opaque, edges)
 
         # 5. Clean: drop specks and thin spurs, close pinholes, fill holes that do not reach the frame.
@@ -376,10 +376,12 @@ def _squared_residual(design: np.ndarray, coef: np.ndarray, values: np.ndarray) 
     return np.einsum("nc,nc->n", residual, residual)
 
 
-def _evaluate(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The fitted backdrop colour at every pixel, as (powers of y) @ (per-column weights of each power of y).
+def _evaluate(coef: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
+    """The fitted backdrop colour at every pixel, as L*, a*, b* planes: per channel, (powers of y) @ (per-column
+    weights of each power of y).
 
-    The polynomial is a sum of x^i y^j, so it is one small matrix product rather than a full-size pass per term.
+    The polynomial is a sum of x^i y^j, so it is one small matrix product per channel rather than a full-size pass
+    per term, and each product is already a contiguous plane.
     """
     height, width = shape
     degree = round((math.sqrt(8 * coef.shape[0] + 1) - 3) / 2)
@@ -389,8 +391,8 @@ def _evaluate(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     terms = [(i, j) for total in range(degree + 1) for j in range(total + 1) for i in [total - j]]
     for (i, j), weights in zip(terms, coef.astype(np.float32), strict=True):
         grid[j, i] = weights
-    columns = np.einsum("jic,wi->jwc", grid, x_powers).reshape(degree + 1, width * 3)
-    return _matmul(y_powers, columns).reshape(height, width, 3)
+    columns = np.einsum("jic,wi->cjw", grid, x_powers)  # per channel: [j, w] the weight of y^j at column w
+    return [_matmul(y_powers, np.ascontiguousarray(columns[channel])) for channel in range(3)]
 
 
 def _matmul(first: np.ndarray, second: np.ndarray, transpose_first: bool = False) -> np.ndarray:
@@ -463,10 +465,14 @@ def _local_mean(
         return mean, ok
     # OpenCV's kernel for float images spans 4 sigma each side (cv2.getGaussianKernel's default size).
     top, bottom, left, right = _box_around(ys, xs, margin=round(4 * sigma) + 1, shape=(height, width))
-    weight = where[top:bottom, left:right].astype(np.float32)
-    planes = np.empty((bottom - top, right - left, 4), np.float32)
-    np.multiply(image[top:bottom, left:right], weight[..., np.newaxis], out=planes[..., :3])
-    planes[..., 3] = weight
+    # colour x weight and the weight as one four-channel image: `where` is 0 or 1, so the colour where it holds and 0
+    # elsewhere (RGB -> RGBA fills the fourth channel with 1).
+    planes = np.zeros((bottom - top, right - left, 4), np.float32)
+    cv2.copyTo(
+        cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_RGB2RGBA),
+        where[top:bottom, left:right].view(np.uint8),
+        planes,
+    )
     # The mean is divided out only where it is read: the band is a small share of its box.
     blurred = cv2.GaussianBlur(planes, (0, 0), sigma)[needed[top:bottom, left:right]]
     near_weight = blurred[:, 3]
