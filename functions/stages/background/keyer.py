@@ -321,15 +321,14 @@ def _border_band(shape: tuple[int, int], width: int) -> np.ndarray:
 
 
 def _touching_border(region: np.ndarray) -> np.ndarray:
-    """The parts of a boolean region that are connected (4-neighbourhood) to the frame's edge."""
-    count, labels = cv2.connectedComponents(region.astype(np.uint8), connectivity=4)
-    if count <= 1:
-        return np.zeros(region.shape, bool)
-    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    edge_labels = edge_labels[edge_labels > 0]
-    lookup = np.zeros(count, bool)
-    lookup[edge_labels] = True
-    return lookup[labels]
+    """The parts of a region (boolean, or 0/1) that are connected (4-neighbourhood) to the frame's edge.
+
+    One flood fill from a one-pixel ring of region laid around the frame: it reaches exactly the parts that touch the
+    edge, and visits only them (labelling every part of the frame was 4x slower).
+    """
+    ringed = cv2.copyMakeBorder(region.astype(bool).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    cv2.floodFill(ringed, None, (0, 0), 2, flags=4)
+    return ringed[1:-1, 1:-1] == 2
 
 
 def _design(xs: np.ndarray, ys: np.ndarray, degree: int) -> np.ndarray:
