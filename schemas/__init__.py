@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         ReviewItem,
         ReviewItemDetails,
         ReviewOutcome,
+        ReviewRequest,
         ReviewState,
         ReviewTask,
         Verdict,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
         PublishInput,
         PublishResult,
         ResolvedBrand,
-        ReviewRequest,
     )
 
 # Public name -> the submodule that defines it.
@@ -70,7 +70,7 @@ _MODULE_OF: dict[str, str] = {
     "ReviewItem": "review",
     "ReviewItemDetails": "review",
     "ReviewOutcome": "review",
-    "ReviewRequest": "workflow",
+    "ReviewRequest": "review",
     "ReviewState": "review",
     "ReviewTask": "review",
     "RunManifest": "manifest",

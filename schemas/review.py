@@ -62,6 +62,15 @@ class ReviewItem(Contract):
     details: ReviewItemDetails = ReviewItemDetails.model_construct()  # == ReviewItemDetails(), built lazily
 
 
+class ReviewRequest(Contract):
+    """What a person is asked to decide for one photo: its packshot and generated images, with their flags. Here,
+    not beside the workflow's other payloads, so the review task loads no more than the review contracts."""
+
+    brand: str = Field(min_length=1)
+    reviewers: tuple[ReviewerAddress, ...] = Field(min_length=1)
+    items: tuple[ReviewItem, ...] = Field(min_length=1)
+
+
 class ReviewTask(Contract):
     """A batch sent to reviewers in one email. The resume handle never appears here."""
 

@@ -4,7 +4,8 @@ On AWS they travel as Step Functions state (ingest -> prepare -> GPU jobs -> che
 runner passes the same models from stage to stage. Every handler parses its input with one of these at its boundary,
 and the workflow tests build their task results from them. The first, `ExecutionInput`, is in `schemas/execution.py`:
 it refers to no other contract, so `ingest` imports it without the models below (and review's, jobs'). The GPU
-job attempt, `GpuJobTask`, is in `schemas/jobs.py` beside the JobRequest it carries.
+job attempt, `GpuJobTask`, is in `schemas/jobs.py` beside the JobRequest it carries; the checks' `ReviewRequest`, which
+the review task takes, is in `schemas/review.py`.
 """
 
 from pydantic import Field, computed_field
@@ -13,7 +14,7 @@ from ._base import Contract, ReviewerAddress
 from .checks import QualityFlag
 from .jobs import JobRequest, JobResult, Uri
 from .records import Cutout, IntakeInfo
-from .review import ReviewItem, ReviewOutcome
+from .review import ReviewOutcome, ReviewRequest
 
 
 class PreparedFiles(Contract):
@@ -60,14 +61,6 @@ class ChecksInput(Contract):
 
     prepared: PreparedImage
     gpu_results: tuple[JobResult, ...] = ()
-
-
-class ReviewRequest(Contract):
-    """What a person is asked to decide for one photo: its packshot and generated images, with their flags."""
-
-    brand: str = Field(min_length=1)
-    reviewers: tuple[ReviewerAddress, ...] = Field(min_length=1)
-    items: tuple[ReviewItem, ...] = Field(min_length=1)
 
 
 class PublishInput(Contract):

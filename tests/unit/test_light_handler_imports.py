@@ -42,6 +42,8 @@ NOT_AT_IMPORT = {
     ),
     # Shopify publishing only where a store is connected.
     "publish": ("functions.stages.shopify_publish", "functions.adapters.aws.shopify_admin"),
+    # The checks' ReviewRequest lives with the review contracts: not the workflow's other payloads, nor the jobs'.
+    "review_notify": ("schemas.workflow", "schemas.jobs"),
     # argparse is for the signing command line only; the review page for review_api only.
     "review_schedule": ("argparse", "functions.review.page"),
     # GpuJobTask lives beside JobRequest: not the workflow's other payloads, nor the review contracts they carry.
