@@ -47,7 +47,8 @@ DEPLOYED_ENVIRONMENT = {"PYDANTIC_DISABLE_PLUGINS": "__all__"}
 # What a light handler's usual first request loads before its first AWS call, besides its own SETTINGS:
 # "module" is imported, "module:Name" is a contract (or model) whose schema is built (`model_rebuild`). Read from the
 # handler's code path; the usual request is the common case (an S3 notification, not an EventBridge event; a
-# publish without a Shopify store; a sweep with reviews to e-mail; a reconcile run with nothing overdue).
+# publish without a Shopify store; a sweep with reviews to e-mail; a reconcile run with nothing overdue; checks for a
+# photo with its packshot only, the stack's default jobs: a generated image to compare also loads numpy and Pillow).
 FIRST_REQUEST: dict[str, tuple[str, ...]] = {
     "automatic_checks": ("functions.stages.review_items", "schemas:ChecksInput", "schemas:ReviewRequest"),
     "backfill_batch": (

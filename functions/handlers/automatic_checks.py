@@ -28,7 +28,7 @@ SETTINGS = settings.ChecksSettings
 @metrics.log_metrics
 @retry_transient  # a throttled S3 read: the state machine retries the task
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # Pillow and numpy come with the stage: imported here, so the module itself loads fast.
+    # The stage loads Pillow and numpy only when a generated image is to be checked (not for a packshot-only photo).
     from functions.stages.review_items import image_reader, review_items
 
     config = settings.load(SETTINGS)

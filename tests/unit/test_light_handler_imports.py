@@ -126,3 +126,42 @@ def test_the_cold_start_bench_knows_every_light_handlers_first_request():
             module, _, model = entry.partition(":")
             imported = importlib.import_module(module)
             assert not model or hasattr(getattr(imported, model), "model_rebuild"), entry
+
+
+def test_a_packshot_only_photo_is_checked_without_the_pixel_stack():
+    # Given a fresh interpreter and a photo prepared with its packshot only (the stack's default jobs)
+    prefix = "s3://catalog-work/prepared/0123456789abcdef/"
+    prepared = {
+        "image_id": "0123456789abcdef",
+        "brand": {"brand": "acme"},
+        "sku": "SKU-1",
+        "source": "s3://catalog-intake/incoming/acme/SKU-1/front.jpg",
+        "filename": "front.jpg",
+        "publish_stem": "SKU-1/front",
+        "content_sha256": "cd" * 32,
+        "intake": {"detected_format": "JPEG", "width": 48, "height": 40, "mode": "RGB"},
+        "cutout": {"engine": "backdrop", "confidence": 0.97, "low_confidence": False, "coverage": 0.3},
+        "files": {"cutout": f"{prefix}cutout.png", "mask": f"{prefix}mask.png", "packshot": f"{prefix}packshot.jpg"},
+        "reviewers": ["buyer@acme.example"],
+    }
+    code = (
+        "import json, sys\n"
+        "from functions.handlers import automatic_checks\n"
+        "from functions.stages.review_items import review_items\n"
+        "from schemas import PreparedImage\n"
+        "items = review_items(PreparedImage.model_validate(json.loads(sys.argv[1])), (), read_image=None)\n"
+        "print(len(items), items[0].job_kind, 'numpy' in sys.modules, 'PIL' in sys.modules)"
+    )
+
+    # When the checks make its review items, as the checks Lambda's usual request does
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(prepared)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "POWERTOOLS_TRACE_DISABLED": "1"},
+    ).stdout.split()
+
+    # Then its one packshot item is made, and neither numpy nor Pillow was loaded (~1.1x the light floor)
+    assert out == ["1", "packshot", "False", "False"]
