@@ -3,9 +3,10 @@
 Both paths run the same runner (discovery, reuse check, worker processes, manifest checkpoints, report) on the same
 input folder, each in its own process so that its peak RSS is its own:
   baseline  the CPU stages as they were at f423e76: the frozen copies in bench/baseline_*.py (keyer, packshot,
-            encoder, prepare), swapped into the runner, whose workers keep glibc's default malloc settings as
-            today's did
-  new       the stages in functions/ as they are now (workers with `functions.allocator.keep_image_buffers`)
+            encoder, prepare), swapped into the runner, whose workers keep glibc's default malloc settings and
+            OpenBLAS' default threads as today's did
+  new       the stages in functions/ as they are now (workers with `functions.allocator.keep_image_buffers` and
+            `functions.blas_threads.one_blas_thread`)
 Printed: photos/s of each and their ratio; the IoU between the two paths' masks (min and mean, for the synthetic
 photos and for the real samples in ../shared/samples when present); the per-photo overhead outside the stages
 (the runner's own process CPU time per photo, and a re-run where every photo is reused); the workers' CPU seconds
