@@ -99,7 +99,7 @@ class BackdropKeyer:
         first_guess = _evaluate(coef, lab.shape[:2])
         distance = _delta_e(channels, first_guess)
         plain_border = border & opaque & (distance < s.backdrop_tolerance_de)
-        edges = self._edges(lab, channels, plain_border)
+        edges = self._edges(channels, plain_border)
         background = self._background(channels, first_guess, distance, opaque, edges)
         clear = background & (distance < s.backdrop_tolerance_de) & opaque
         if np.count_nonzero(clear) > 1000:
@@ -148,15 +148,15 @@ class BackdropKeyer:
             notes=notes,
         )
 
-    def _edges(self, lab: np.ndarray, channels: Sequence[np.ndarray], backdrop_sample: np.ndarray) -> np.ndarray:
+    def _edges(self, channels: Sequence[np.ndarray], backdrop_sample: np.ndarray) -> np.ndarray:
         """Product edges: sharp colour steps clearly above the backdrop's own noise, gaps closed.
 
-        `channels` are `lab`'s L*, a*, b* planes."""
+        `channels` are the working image's L*, a*, b* planes."""
         s = self.settings
         # A product's edge is a step; a soft shadow's is a ramp. A step's gradient fades when measured at a
         # coarser scale, a ramp's does not.
         fine = _colour_gradient(channels)
-        coarse = _colour_gradient(_planes(cv2.GaussianBlur(lab, (0, 0), 2.0)))
+        coarse = _colour_gradient([cv2.GaussianBlur(plane, (0, 0), 2.0) for plane in channels])
         noise = float(np.percentile(fine[backdrop_sample], 90)) if backdrop_sample.any() else 0.0
         strong_step = max(s.edge_threshold_de_per_px, s.edge_noise_factor * noise)
         # Hysteresis, as in Canny: weaker steps count where they continue a strong one (a hem over its shadow).
