@@ -230,8 +230,9 @@ class BackdropKeyer:
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count > 1:
             areas = stats[1:, cv2.CC_STAT_AREA]
-            keep = np.flatnonzero(areas >= self.settings.min_component_share * areas.max()) + 1
-            mask = np.isin(labels, keep).astype(np.uint8)
+            kept = np.zeros(count, np.uint8)
+            kept[np.flatnonzero(areas >= self.settings.min_component_share * areas.max()) + 1] = 1
+            mask = kept[labels]
         # Holes that do not reach the frame are inside the product (a print, a button, a fold's shadow).
         return ~_touching_border(mask == 0)
 
@@ -351,10 +352,10 @@ def _fit_backdrop(lab: np.ndarray, sample: np.ndarray, degree: int, tolerance: f
     so a product that touches the border does not drag the fit.
     """
     height, width = lab.shape[:2]
-    ys, xs = np.nonzero(sample)
-    step = max(1, len(ys) // 40_000)
-    ys, xs = ys[::step], xs[::step]
-    values = lab[ys, xs].astype(np.float64)
+    flat_index = np.flatnonzero(sample)
+    flat_index = flat_index[:: max(1, len(flat_index) // 40_000)]
+    ys, xs = np.divmod(flat_index, width)
+    values = lab.reshape(-1, 3)[flat_index].astype(np.float64)
     design = _design(xs * (2.0 / max(width - 1, 1)) - 1, ys * (2.0 / max(height - 1, 1)) - 1, degree)
     coef = np.zeros((design.shape[1], 3))
     coef[0] = np.median(values, axis=0)
