@@ -371,7 +371,7 @@ def _fit_backdrop(lab: np.ndarray, sample: np.ndarray, degree: int, tolerance: f
 
 
 def _squared_residual(design: np.ndarray, coef: np.ndarray, values: np.ndarray) -> np.ndarray:
-    # OpenCV's matrix product rather than numpy's: BLAS threads would fight the runner's worker processes.
+    # OpenCV's matrix product, as everywhere in the keyer (see _matmul).
     residual = np.asarray(cv2.gemm(design, coef, 1.0, values, -1.0))
     return np.einsum("nc,nc->n", residual, residual)
 
@@ -396,7 +396,10 @@ def _evaluate(coef: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
 
 
 def _matmul(first: np.ndarray, second: np.ndarray, transpose_first: bool = False) -> np.ndarray:
-    """first @ second (or first.T @ second) by OpenCV: numpy's BLAS threads would fight the runner's workers."""
+    """first @ second (or first.T @ second) by OpenCV, whose results the keyer's masks were checked against.
+
+    OpenCV runs it on its own OpenBLAS, whose idle threads spin beside the caller: where photos are prepared it is held
+    to one thread (functions/blas_threads.py)."""
     flags = cv2.GEMM_1_T if transpose_first else 0
     return np.asarray(cv2.gemm(first, second, 1.0, np.empty((0, 0), first.dtype), 0.0, flags=flags))
 
