@@ -454,8 +454,9 @@ def _ring(mask: np.ndarray, inside: bool) -> np.ndarray:
 def _local_mean(
     image: np.ndarray, where: np.ndarray, needed: np.ndarray, sigma: float = 6.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian-weighted mean of `image` over `where`, and where enough of `where` is near; both only at `needed`
-    pixels (elsewhere 0 and False).
+    """Gaussian-weighted mean of `image` over `where`, and where enough of `where` is near; both in the box around
+    the `needed` pixels (elsewhere 0 and False: a downscaled photo's full-size edge also reads working pixels next to
+    the band).
 
     Only the box around `needed` grown by the kernel's reach is filtered, colour and weight as one four-channel image:
     each value there comes from the same pixels as a whole-frame blur's.
@@ -476,11 +477,10 @@ def _local_mean(
         where[top:bottom, left:right].view(np.uint8),
         planes,
     )
-    # The mean is divided out only where it is read: the band is a small share of its box.
-    blurred = cv2.GaussianBlur(planes, (0, 0), sigma)[needed[top:bottom, left:right]]
-    near_weight = blurred[:, 3]
-    mean[needed] = blurred[:, :3] / np.maximum(near_weight, 1e-6)[:, np.newaxis]
-    ok[needed] = near_weight > 0.02
+    blurred = cv2.GaussianBlur(planes, (0, 0), sigma)
+    near_weight = blurred[..., 3]
+    mean[top:bottom, left:right] = blurred[..., :3] / np.maximum(near_weight, 1e-6)[..., np.newaxis]
+    ok[top:bottom, left:right] = near_weight > 0.02
     return mean, ok
 
 
