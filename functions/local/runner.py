@@ -555,7 +555,7 @@ class CheckpointedProgress:
         interval_s: float = 1.0,
     ) -> None:
         self.progress = progress
-        self._write = lambda entries: _write_checkpoint(out_dir, input_root, settings, started, entries)
+        self._write = lambda entries: write_manifest(out_dir, input_root, settings, started, entries)
         # What the manifest on disk lists, kept on disk too: the previous run's entries, each replaced as it finishes.
         self.entries = EntrySpool(out_dir)
         if isinstance(previous, PreviousEntries):
@@ -605,16 +605,6 @@ class CheckpointedProgress:
             self._last, self._dirty = time.monotonic(), False
             # A batch of 10k photos makes a large manifest: keep its writing under ~5% of the run.
             self._wait_s = max(self.interval_s, 20 * (self._last - began))
-
-
-def _write_checkpoint(
-    out_dir: Path, input_root: Path, settings: RunSettings, started: datetime, entries: EntrySpool
-) -> None:
-    path = out_dir / MANIFEST_NAME
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as file:
-        write_manifest_entries(_manifest_head(out_dir, input_root, settings, started), entries.texts(), file)
-    os.replace(partial, path)
 
 
 @dataclass(frozen=True)
