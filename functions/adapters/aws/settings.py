@@ -27,6 +27,11 @@ class _LambdaSettings(BaseModel):
         return cls.model_validate({name: environment[name] for name in cls.model_fields if name in environment})
 
 
+def _comma_separated(text: str) -> list[str]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 class IngestSettings(_LambdaSettings):
     """`ingest`: SQS batch of S3 notifications -> one execution per object version."""
 
@@ -71,7 +76,7 @@ class PrepareSettings(_LambdaSettings):
         from pydantic import EmailStr, TypeAdapter, ValidationError
 
         addresses = TypeAdapter(EmailStr)
-        for address in (address.strip() for address in reviewers.split(",") if address.strip()):
+        for address in _comma_separated(reviewers):
             try:
                 addresses.validate_python(address)
             except ValidationError as error:
@@ -79,7 +84,7 @@ class PrepareSettings(_LambdaSettings):
         return reviewers
 
     def reviewer_list(self) -> list[str]:
-        return [address.strip() for address in self.reviewers.split(",") if address.strip()]
+        return _comma_separated(self.reviewers)
 
 
 class GpuJobSettings(_LambdaSettings):
