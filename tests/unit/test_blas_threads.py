@@ -23,12 +23,18 @@ print(" ".join(str(library["num_threads"]) for library in threadpool_info() if l
 """
 
 
-def _blas_threads(mode: str) -> list[int]:
+def _run_unlimited(code: str, *args: str) -> str:
+    """What `code` prints in a fresh interpreter where no *_NUM_THREADS variable is set (as on a user's machine; the
+    test session sets OMP_NUM_THREADS, which OpenBLAS also reads)."""
     environment = {name: value for name, value in os.environ.items() if not name.endswith("_NUM_THREADS")}
     done = subprocess.run(
-        [sys.executable, "-c", _THREADS, mode], cwd=REPO, env=environment, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, *args], cwd=REPO, env=environment, capture_output=True, text=True, check=True
     )
-    return [int(count) for count in done.stdout.split()]
+    return done.stdout
+
+
+def _blas_threads(mode: str) -> list[int]:
+    return [int(count) for count in _run_unlimited(_THREADS, mode).split()]
 
 
 def blas_threads_here() -> list[int]:
@@ -55,15 +61,10 @@ with runner._worker_pool(2, runner.RunSettings(workers=2), threads=1) as pool:
 
 @needs_two_cores
 def test_catalog_runs_workers_keep_one_blas_thread():
-    # Given `catalog run`'s pool of two workers, started where no *_NUM_THREADS variable is set (as on a user's
-    # machine; the test session sets OMP_NUM_THREADS)
-    environment = {name: value for name, value in os.environ.items() if not name.endswith("_NUM_THREADS")}
-
+    # Given `catalog run`'s pool of two workers, started where no *_NUM_THREADS variable is set
     # When each worker reports its BLAS threads
-    done = subprocess.run(
-        [sys.executable, "-c", _WORKERS], cwd=REPO, env=environment, capture_output=True, text=True, check=True
-    )
+    out = _run_unlimited(_WORKERS)
 
     # Then each worker's OpenBLAS runs one thread
-    reported = [[int(count) for count in line.split()] for line in done.stdout.splitlines()]
+    reported = [[int(count) for count in line.split()] for line in out.splitlines()]
     assert len(reported) == 2 and all(threads and set(threads) == {1} for threads in reported)
