@@ -22,7 +22,6 @@ where every photo is reused, each size in a fresh process.
 """
 
 import argparse
-import io
 import json
 import multiprocessing
 import resource
@@ -99,15 +98,13 @@ def child(path: str, input_dir: Path, out_dir: Path, workers: int, size: int = 2
     }
 
 
-def write_photos(folder: Path, count: int, with_samples: bool) -> None:
-    """`count` synthetic 600x800 JPEGs (a SKU folder each), plus the real samples as one more folder."""
+def write_photos(folder: Path, count: int, with_samples: bool, size: tuple[int, int] = (600, 800)) -> None:
+    """`count` synthetic JPEGs (600x800 unless said; a SKU folder each), plus the real samples as one more folder."""
     from functions.local.synthetic_photos import GARMENTS, render_product_photo
 
     for index in range(count):
         garment_rgb, backdrop_rgb = GARMENT_COLOURS[index % len(GARMENT_COLOURS)]
-        photo = render_product_photo(
-            GARMENTS[index % len(GARMENTS)], garment_rgb, backdrop_rgb, size=(600, 800), seed=index
-        )
+        photo = render_product_photo(GARMENTS[index % len(GARMENTS)], garment_rgb, backdrop_rgb, size=size, seed=index)
         sku = folder / f"SKU-{index:05d}"
         sku.mkdir(parents=True)
         photo.image.save(sku / "front.jpg", "JPEG", quality=90)
@@ -125,31 +122,15 @@ def copy_batch(pool: Path, folder: Path, count: int) -> None:
         shutil.copyfile(sources[index % len(sources)], folder / f"SKU-{index:05d}" / "front.jpg")
 
 
-def write_small_photos(folder: Path, count: int) -> None:
-    """`count` 120x160 JPEGs, a SKU folder each: five renders, repeated (for the memory check's big batches)."""
-    from functions.local.synthetic_photos import GARMENTS, render_product_photo
-
-    renders = []
-    for index in range(5):
-        garment_rgb, backdrop_rgb = GARMENT_COLOURS[index]
-        photo = render_product_photo(
-            GARMENTS[index % len(GARMENTS)], garment_rgb, backdrop_rgb, size=(120, 160), seed=index
-        )
-        encoded = io.BytesIO()
-        photo.image.save(encoded, "JPEG", quality=90)
-        renders.append(encoded.getvalue())
-    for index in range(count):
-        (folder / f"SKU-{index:05d}").mkdir(parents=True)
-        (folder / f"SKU-{index:05d}" / "front.jpg").write_bytes(renders[index % len(renders)])
-
-
 def memory_only(sizes: list[int], workers: int) -> None:
     """The runner's peak RSS on batches of small photos, a fresh process for each size."""
     print(f"runner memory, new path: small photos (120x160, 256 px packshots), workers: {workers}")
     print(f"{'photos':>8}{'first run MB':>14}{'+ re-run MB':>13}{'runner CPU ms/photo':>21}{'re-run ms/photo':>17}")
     for size in sizes:
         work = Path(tempfile.mkdtemp(prefix="bench-runner-memory-"))
-        write_small_photos(work / "photos", size)
+        # Five 120x160 renders, repeated.
+        write_photos(work / "pool", 5, with_samples=False, size=(120, 160))
+        copy_batch(work / "pool", work / "photos", size)
         r = measure("new", work / "photos", work / "out", workers, packshot_size=256)
         print(
             f"{size:>8}{r['peak_rss_runner_first_run_mb']:>14.0f}{r['peak_rss_runner_mb']:>13.0f}"
