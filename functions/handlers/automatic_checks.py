@@ -10,17 +10,18 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.checks import ChecksSettings
 from functions.adapters.aws.transient import retry_transient
 from schemas import ChecksInput, ReviewRequest, Severity
 
 logger = Logger(service="checks")
 tracer = tracer_for("checks")
 metrics = Metrics(namespace="CatalogImages", service="checks")
-SETTINGS = settings.ChecksSettings
+SETTINGS = ChecksSettings
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -31,7 +32,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # The stage loads Pillow and numpy only when a generated image is to be checked (not for a packshot-only photo).
     from functions.stages.review_items import image_reader, review_items
 
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     request = ChecksInput.model_validate(event)
     prepared = request.prepared
     read_image = image_reader(S3Storage(client("s3")))

@@ -16,18 +16,19 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.intake_start import start_once
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_events import IntakeObject, product_location
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.ingest import BackfillSettings
 from functions.adapters.aws.transient import retry_transient, transient_reason
 from schemas.backfill import BackfillBatch, BackfillBatchResult, BackfillFailure, BackfillItem
 
 logger = Logger(service="backfill")
 tracer = tracer_for("backfill")
 metrics = Metrics(namespace="CatalogImages", service="backfill")
-SETTINGS = settings.BackfillSettings
+SETTINGS = BackfillSettings
 
 # What ingest's start_once answers -> the backfill's count.
 _OUTCOMES = {"started": "started", "duplicate": "skipped", "dropped": "dropped"}
@@ -59,7 +60,7 @@ def backfill_item(s3: Any, batch: BackfillBatch, item: BackfillItem, intake_pref
 @tracer.capture_method
 @retry_transient
 def backfill(batch: BackfillBatch) -> BackfillBatchResult:
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     s3 = client("s3")
     counts = dict.fromkeys(("started", "skipped", "dropped"), 0)
     failures: list[BackfillFailure] = []
@@ -89,7 +90,7 @@ def backfill(batch: BackfillBatch) -> BackfillBatchResult:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings.load(SETTINGS)  # a missing variable fails the batch here, naming it
+    load(SETTINGS)  # a missing variable fails the batch here, naming it
     result = backfill(BackfillBatch.model_validate(event))
     logger.info("batch done", extra=result.model_dump(include={"listed", "started", "skipped", "dropped", "failed"}))
     return result.model_dump(mode="json")

@@ -12,23 +12,25 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.adapters.aws import job_outcomes, settings
+from functions.adapters.aws import job_outcomes
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore
 from functions.adapters.aws.observability import tracer_for
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.gpu_jobs import GpuJobSettings
 from functions.adapters.aws.transient import retry_transient
 
 logger = Logger(service="gpu-jobs")
 tracer = tracer_for("gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
-SETTINGS = settings.GpuJobSettings
+SETTINGS = GpuJobSettings
 
 COMPLETED = "Completed"
 
 
 def handle_notification(message: dict[str, Any]) -> str:
     """Settle the job one notification is about; returns what happened (for logs and tests)."""
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     store = GpuJobStore(client("dynamodb"), config.jobs_table_name)
     job_id = str(message.get("inferenceId") or "")
     job = store.get(job_id) if job_id else None

@@ -10,17 +10,18 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.intake_start import start_once
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_events import objects_in_message
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.ingest import IngestSettings
 from functions.adapters.aws.sqs_batch import partial_batch_response
 from functions.adapters.aws.transient import retry_transient
 
 logger = Logger(service="intake")
 tracer = tracer_for("intake")
 metrics = Metrics(namespace="CatalogImages", service="intake")
-SETTINGS = settings.IngestSettings
+SETTINGS = IngestSettings
 
 
 @tracer.capture_method
@@ -33,5 +34,5 @@ def message_handler(body: str) -> list[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings.load(SETTINGS)  # a missing variable fails the batch here, naming it
+    load(SETTINGS)  # a missing variable fails the batch here, naming it
     return partial_batch_response(event, message_handler)

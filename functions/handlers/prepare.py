@@ -15,10 +15,11 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.prepare import PrepareSettings
 from functions.adapters.aws.transient import retry_transient
 from functions.allocator import keep_image_buffers
 from functions.errors import CatalogError
@@ -27,7 +28,7 @@ from schemas import ExecutionInput, PreparedImage
 logger = Logger(service="prepare")
 tracer = tracer_for("prepare")
 metrics = Metrics(namespace="CatalogImages", service="prepare")
-SETTINGS = settings.PrepareSettings
+SETTINGS = PrepareSettings
 
 # A warm environment prepares photo after photo: keep their buffers rather than fault them in afresh each time.
 keep_image_buffers()
@@ -43,7 +44,7 @@ def background_remover() -> Any:
     from functions.stages.background import background_remover_from_spec
 
     one_blas_thread()  # OpenBLAS' idle threads would spin on the cores prepare's encoding threads use
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     return background_remover_from_spec(
         config.background_spec, models_dir=Path(config.catalog_models_dir), commercial=config.commercial
     )
@@ -58,7 +59,7 @@ def publish_stem(request: ExecutionInput, intake_prefix: str, sku: str) -> str:
     return f"{safe_name(sku)}/{safe_name(name)}"
 
 
-def prepare(request: ExecutionInput, config: settings.PrepareSettings) -> PreparedImage:
+def prepare(request: ExecutionInput, config: PrepareSettings) -> PreparedImage:
     from functions.stages.brand import resolve_brand
     from functions.stages.gpu_requests import jobs_for, parse_jobs
     from functions.stages.intake import SIDECAR_NAME, IntakeLimits, parse_sidecar
@@ -128,7 +129,7 @@ def prepare(request: ExecutionInput, config: settings.PrepareSettings) -> Prepar
 @metrics.log_metrics
 @retry_transient  # a throttled S3 read or write: the state machine retries the task
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     prepared = prepare(ExecutionInput.model_validate(event), config)
     metrics.add_metric(name="ImagesPrepared", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -12,11 +12,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.publisher import S3Publisher
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.publish import PublishSettings
 from functions.adapters.aws.transient import retry_transient
 from functions.stages.publish import publish_decisions
 from schemas import PublishInput
@@ -25,7 +26,7 @@ from schemas.publishing import ShopifyMediaStatus
 logger = Logger(service="publish")
 tracer = tracer_for("publish")
 metrics = Metrics(namespace="CatalogImages", service="publish")
-SETTINGS = settings.PublishSettings
+SETTINGS = PublishSettings
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -33,7 +34,7 @@ SETTINGS = settings.PublishSettings
 @metrics.log_metrics
 @retry_transient  # a throttled S3 read or write: the state machine retries the task (the publisher is idempotent)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     request = PublishInput.model_validate(event)
     s3 = client("s3")
     result = publish_decisions(

@@ -17,17 +17,19 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.adapters.aws import job_outcomes, settings
+from functions.adapters.aws import job_outcomes
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore, StoredJob
 from functions.adapters.aws.observability import tracer_for
 from functions.adapters.aws.s3_storage import s3_location
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.gpu_jobs import GpuJobSettings
 from functions.adapters.aws.transient import transient_reason
 
 logger = Logger(service="gpu-jobs")
 tracer = tracer_for("gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
-SETTINGS = settings.GpuJobSettings
+SETTINGS = GpuJobSettings
 
 PAGE_SIZE = 25  # jobs read from the index per query
 MAX_JOBS_PER_RUN = 200  # well inside the 5-minute timeout: a job costs a few S3 and Step Functions calls
@@ -64,7 +66,7 @@ def reconcile(
     now: float, time_left_ms: Callable[[], int] | None = None, max_jobs: int = MAX_JOBS_PER_RUN
 ) -> dict[str, int]:
     """Settle the open jobs past their deadline, at most `max_jobs` of them and while `time_left_ms()` allows."""
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     store = GpuJobStore(client("dynamodb"), config.jobs_table_name)
     deadline = config.request_ttl_seconds + config.invocation_timeout_seconds + config.reconcile_grace_seconds
     counts: dict[str, int] = {}

@@ -17,14 +17,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import review as aws_review
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.review import ReviewSettings
 from functions.review.page import security_headers
 from functions.review.signing import LinkRefusedError
 from functions.review.web import ReviewWeb, WebResponse
 
 logger = Logger(service="review")
-SETTINGS = settings.ReviewSettings
+SETTINGS = ReviewSettings
 
 # The four routes are matched here rather than with Powertools' event handler: importing it loads every resolver it
 # has (AppSync's asyncio, ALB, VPC Lattice, Bedrock, their event classes and OpenAPI models), ~0.35x the floor of
@@ -33,7 +34,7 @@ Route = Callable[[dict[str, Any], list[str]], WebResponse]
 
 
 def _web() -> ReviewWeb:
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     images = aws_review.presigned_image_urls(client("s3"), config.review_image_url_seconds)
     return ReviewWeb(aws_review.review_service(), images, aws_review.base_path(config))
 
@@ -76,7 +77,7 @@ def get_image(event: dict[str, Any], parts: list[str]) -> WebResponse:
         return web.refused(reason=error.reason)
     if item is None:
         return web.not_found()
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     bucket, key = aws_review.image_location(item, kind)
     url = client("s3").generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=config.review_image_url_seconds
@@ -117,7 +118,7 @@ def _proxy_response(response: WebResponse) -> dict[str, Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # log_event stays False: the query string holds the link signature.
-    settings.load(SETTINGS)  # a missing variable fails here, naming it, before any request is served
+    load(SETTINGS)  # a missing variable fails here, naming it, before any request is served
     parts = str(event.get("path") or "").strip("/").split("/")  # as Powertools matched them: not unquoted
     handler = route(str(event.get("httpMethod") or "").upper(), parts)
     return _proxy_response(handler(event, parts) if handler else _not_found())

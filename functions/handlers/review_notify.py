@@ -15,12 +15,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field, SecretStr, ValidationError
 
 from functions.adapters.aws import review as aws_review
-from functions.adapters.aws import settings
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.review import ReviewSettings
 from functions.adapters.aws.transient import retry_transient
 from schemas import ReviewRequest
 
 logger = Logger(service="review")
-SETTINGS = settings.ReviewSettings
+SETTINGS = ReviewSettings
 
 
 class ReviewTaskRequest(ReviewRequest):
@@ -50,7 +51,7 @@ def parse_task(event: Any) -> ReviewTaskRequest:
 @retry_transient
 def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = parse_task(raw_event)
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     task, _ = aws_review.keyless_review_service().create(
         event.brand,
         event.reviewers,

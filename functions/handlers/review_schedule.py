@@ -11,23 +11,24 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters.aws import review as aws_review
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.ses_mailer import SesMailer
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.review import ReviewSettings
 from functions.review.mailer import build_review_email
 from functions.review.signing import LinkParams
 from functions.review.store import StoredReview
 from schemas.review import ReviewItem
 
 logger = Logger(service="review")
-SETTINGS = settings.ReviewSettings
+SETTINGS = ReviewSettings
 
 
 def send_email(review: StoredReview, params: LinkParams, reminder: bool = False) -> None:
     """One message for the batch: counts, a few thumbnails, one link. The thumbnails are routes of the review API
     that redirect to a fresh presigned S3 URL when opened (a URL presigned now would die long before the link), each
     signed as an image-only capability for its own preview: fetching them cannot open the page or decide."""
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     service = aws_review.review_service()
 
     def thumbnail(item: ReviewItem) -> str:
@@ -60,7 +61,7 @@ def send_reminder(review: StoredReview, params: LinkParams) -> None:
 
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     service = aws_review.review_service()
     # Both stop early, leaving the rest to the next run, rather than running into the function's timeout.
     time_left_ms = context.get_remaining_time_in_millis

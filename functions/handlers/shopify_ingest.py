@@ -15,9 +15,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.s3_storage import S3Storage
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.shopify import ShopifyIngestSettings
 from functions.adapters.aws.shopify_store import DynamoDBShopifyStore
 from functions.adapters.aws.sqs_batch import partial_batch_response
 from functions.errors import ConfigurationError, field_problems
@@ -27,13 +28,13 @@ from schemas.shopify import SHOPIFY_SETTINGS_NAME, ShopifySettings, ShopifyWork
 
 logger = Logger(service="shopify-intake")
 metrics = Metrics(namespace="CatalogImages", service="shopify-intake")
-SETTINGS = settings.ShopifyIngestSettings
+SETTINGS = ShopifyIngestSettings
 # Hosts (`host:port`) fetched besides the brand's HTTPS image hosts. Empty when deployed; tests point it at a
 # loopback image server, as `catalog shopify serve --allow-image-host` does.
 EXTRA_IMAGE_HOSTS: tuple[str, ...] = ()
 
 
-def brand_settings(config: settings.ShopifyIngestSettings) -> ShopifySettings:
+def brand_settings(config: ShopifyIngestSettings) -> ShopifySettings:
     """`<brands>/<brand>/shopify.json` from the brand store, or the defaults when there is none."""
     uri = f"{config.brands_uri.rstrip('/')}/{config.shopify_brand}/{SHOPIFY_SETTINGS_NAME}"
     try:
@@ -46,7 +47,7 @@ def brand_settings(config: settings.ShopifyIngestSettings) -> ShopifySettings:
 
 def ingest_message(body: str) -> ProductIntake | str:
     """One queue message; returns what intake did, or the code of a terminal refusal."""
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     store = DynamoDBShopifyStore(client("dynamodb"), config.shopify_table_name)
     message = json.loads(body)
     from_eventbridge = "detail-type" in message
@@ -99,5 +100,5 @@ def ingest_message(body: str) -> ProductIntake | str:
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings.load(SETTINGS)  # a missing variable fails the batch here, naming it
+    load(SETTINGS)  # a missing variable fails the batch here, naming it
     return partial_batch_response(event, ingest_message)

@@ -15,8 +15,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.shopify import ShopifyWebhookSettings
 from functions.adapters.aws.shopify_store import DynamoDBShopifyStore
 from functions.stages.shopify_intake import WebhookAnswer, WebhookSecrets, receive_webhook
 from schemas.shopify import ShopifyWork
@@ -24,7 +25,7 @@ from schemas.shopify import ShopifyWork
 # No Tracer: it imports the X-Ray SDK (~165 ms of cold start); the function's active tracing still records the call.
 logger = Logger(service="shopify-webhook")
 metrics = Metrics(namespace="CatalogImages", service="shopify-webhook")
-SETTINGS = settings.ShopifyWebhookSettings
+SETTINGS = ShopifyWebhookSettings
 SECRET_MAX_AGE_SECONDS = 300.0  # a rotated secret is picked up within five minutes ...
 SECRET_REFRESH_AFTER_SECONDS = 30.0  # ... or at the first refused signature after half a minute
 
@@ -60,7 +61,7 @@ def _response(answer: WebhookAnswer) -> dict[str, Any]:
 
 
 def answer_delivery(event: dict[str, Any]) -> WebhookAnswer:
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     raw = _raw_body(event)
     if raw is None:
         return WebhookAnswer(400, "invalid_body", "the body is not valid base64")
@@ -91,7 +92,7 @@ def answer_delivery(event: dict[str, Any]) -> WebhookAnswer:
 @logger.inject_lambda_context(log_event=False)  # the event holds the signature and the product
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings.load(SETTINGS)  # a missing variable fails here, naming it
+    load(SETTINGS)  # a missing variable fails here, naming it
     answer = answer_delivery(event)
     extra: dict[str, Any] = {"outcome": answer.outcome, "status": answer.status, "detail": answer.detail}
     if answer.work is not None:

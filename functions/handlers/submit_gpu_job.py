@@ -17,17 +17,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ConfigDict, Field, SecretStr, ValidationError
 from pydantic_core import InitErrorDetails
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.job_store import GpuJobStore, Registration
 from functions.adapters.aws.observability import tracer_for
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.gpu_jobs import GpuJobSettings
 from functions.adapters.aws.transient import retry_transient
 from schemas import GpuJobTask, JobRequest
 
 logger = Logger(service="gpu-jobs")
 tracer = tracer_for("gpu-jobs")
 metrics = Metrics(namespace="CatalogImages", service="gpu-jobs")
-SETTINGS = settings.GpuJobSettings
+SETTINGS = GpuJobSettings
 
 REQUESTS_PREFIX = "gpu/requests/"
 
@@ -62,7 +63,7 @@ def job_for_attempt(job: JobRequest, attempt: int) -> JobRequest:
 
 
 def submit(event: SubmitRequest) -> dict[str, Any]:
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     request = job_for_attempt(event.job, event.attempt)
     store = GpuJobStore(client("dynamodb"), config.jobs_table_name)
     s3 = client("s3")

@@ -30,6 +30,11 @@ from unittest import mock
 import boto3
 
 from functions.adapters.aws import settings as aws_settings
+from functions.adapters.aws.settings.gpu_jobs import GpuJobSettings
+from functions.adapters.aws.settings.ingest import IngestSettings
+from functions.adapters.aws.settings.prepare import PrepareSettings
+from functions.adapters.aws.settings.publish import PublishSettings
+from functions.adapters.aws.settings.review import ReviewSettings
 from functions.errors import ConfigurationError
 from functions.local.aws_sim import SIM_STATE_DIR, _enter_sim_process, check_aws_sim_installed, run_overrides, sandbox
 from functions.local.aws_sim.deployment import Deployment, deploy
@@ -393,10 +398,10 @@ class SimBackfill:
             | run_overrides(self.settings, self.review_options, None)
             | {"BACKFILL_SECONDS_PER_IMAGE": "0"}
         )
-        self.intake = aws_settings.load(aws_settings.IngestSettings)
-        self.prepare = aws_settings.load(aws_settings.PrepareSettings)
-        gpu = aws_settings.load(aws_settings.GpuJobSettings)
-        self.review = aws_settings.load(aws_settings.ReviewSettings)
+        self.intake = aws_settings.load(IngestSettings)
+        self.prepare = aws_settings.load(PrepareSettings)
+        gpu = aws_settings.load(GpuJobSettings)
+        self.review = aws_settings.load(ReviewSettings)
         cleanup.enter_context(
             sandbox.lambda_logs(self.out_dir / SIM_STATE_DIR / "lambda.log", self.functions.modules())
         )
@@ -518,7 +523,7 @@ class SimBackfill:
 
     def published_keys(self) -> list[str]:
         """What the flow published to the output bucket (approved images)."""
-        publish = aws_settings.load(aws_settings.PublishSettings)
+        publish = aws_settings.load(PublishSettings)
         s3 = boto3.client("s3", region_name=REGION)
         keys: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(

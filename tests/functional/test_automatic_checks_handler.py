@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from functions.adapters.aws import job_outcomes
+from functions.adapters.aws import job_outcomes, settings
 from functions.handlers import automatic_checks
 from schemas import (
     ChecksInput,
@@ -48,7 +48,7 @@ def s3(monkeypatch):
         create_resources(monkeypatch)
         yield boto3.client("s3", region_name=REGION)
         automatic_checks.client.cache_clear()
-        automatic_checks.settings.load.cache_clear()
+        settings.load.cache_clear()
 
 
 def put_png(s3, key: str, pixels: np.ndarray, mode: str) -> str:
@@ -240,7 +240,7 @@ def test_changed_product_pixels_are_flagged_with_how_much(s3):
 def test_the_tolerance_is_the_configured_one(s3, monkeypatch):
     # Given MAX_PIXEL_DIFFERENCE=0 and an output one level off at one product pixel
     monkeypatch.setenv("MAX_PIXEL_DIFFERENCE", "0")
-    automatic_checks.settings.load.cache_clear()
+    settings.load.cache_clear()
     result = lifestyle_result(s3, product_change=1)
 
     # When the checks run, Then even that is flagged

@@ -4,6 +4,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from functions.adapters.aws import settings
 from functions.handlers import backfill_batch, ingest
 
 from .aws_fixtures import INTAKE, REGION, FakeContext, create_resources, s3_message, sqs_event
@@ -107,7 +108,7 @@ def test_other_brands_sidecars_and_vanished_objects_do_not_stop_the_batch(machin
 def test_the_child_waits_per_started_image_only(machine, monkeypatch):
     # Given a pace of 2.5 s per started image, and one photo already started
     monkeypatch.setenv("BACKFILL_SECONDS_PER_IMAGE", "2.5")
-    backfill_batch.settings.load.cache_clear()
+    settings.load.cache_clear()
     keys = [f"incoming/acme/SKU-{i}/front.jpg" for i in range(3)]
     for key in keys:
         put(key)

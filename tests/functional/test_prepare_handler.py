@@ -13,6 +13,7 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
+from functions.adapters.aws import settings
 from functions.errors import BackgroundRemovalError, CatalogError, ConfigurationError, IntakeError
 from functions.handlers import prepare
 from functions.local.synthetic_photos import render_product_photo
@@ -54,13 +55,13 @@ def s3(monkeypatch):
         yield client
         prepare.client.cache_clear()
         prepare.background_remover.cache_clear()
-        prepare.settings.load.cache_clear()
+        settings.load.cache_clear()
 
 
 def reload_settings(monkeypatch, **env: str) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    prepare.settings.load.cache_clear()
+    settings.load.cache_clear()
 
 
 def studio_jpeg(seed: int = 3) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from functions.adapters.aws import job_outcomes
+from functions.adapters.aws import job_outcomes, settings
 from functions.handlers import automatic_checks, publish
 from schemas import (
     ChecksInput,
@@ -65,7 +65,7 @@ def s3(monkeypatch):
         yield client
         publish.client.cache_clear()
         automatic_checks.client.cache_clear()
-        publish.settings.load.cache_clear()
+        settings.load.cache_clear()
 
 
 def generated(s3, key: str, body: bytes, content_type: str = "image/jpeg") -> str:

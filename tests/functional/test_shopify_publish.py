@@ -301,7 +301,7 @@ def publish_lambda(monkeypatch, store):
 
     import boto3
 
-    from functions.adapters.aws import shopify_admin
+    from functions.adapters.aws import settings, shopify_admin
     from functions.handlers import publish
     from tests.functional import test_publish_handler as handler_tests
 
@@ -315,7 +315,7 @@ def publish_lambda(monkeypatch, store):
     s3.put_object(Bucket="catalog-brands", Key="brands/acme/publishing.json", Body=b'{"ai_disclosure": true}')
     monkeypatch.setenv("SHOPIFY_ADMIN_SECRET_ID", arn)
     monkeypatch.setenv("BRANDS_URI", "s3://catalog-brands/brands/")
-    publish.settings.load.cache_clear()
+    settings.load.cache_clear()
     publish.client.cache_clear()
     yield s3, secrets, arn, handler_tests
     shopify_admin._cache.clear()

@@ -89,6 +89,28 @@ def test_a_handler_imports_only_what_it_uses(handler):
     assert not loaded & set(NOT_AT_IMPORT[handler])
 
 
+SETTINGS_PACKAGE = "functions.adapters.aws.settings"
+
+
+def test_ingest_builds_only_its_own_settings_classes():
+    # Given a fresh interpreter
+    # When the ingest handler module is imported, as its cold Lambda does
+    loaded = _modules_after_importing("functions.handlers.ingest")
+    # Then its own settings module came with it, and no other handler's (each costs its classes' creation)
+    assert f"{SETTINGS_PACKAGE}.ingest" in loaded
+    assert not loaded & {f"{SETTINGS_PACKAGE}.review", f"{SETTINGS_PACKAGE}.prepare"}
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_handler_loads_no_settings_module_but_its_own(handler):
+    # Given the settings module that declares the handler's SETTINGS
+    own = importlib.import_module(f"functions.handlers.{handler}").SETTINGS.__module__
+    # When the handler module is imported in a fresh interpreter
+    loaded = _modules_after_importing(f"functions.handlers.{handler}")
+    # Then that is the only per-handler settings module it loaded
+    assert {module for module in loaded if module.startswith(f"{SETTINGS_PACKAGE}.")} == {own}
+
+
 def test_submit_gpu_job_validates_its_task_without_powertools_parser():
     # Given a fresh interpreter with the submit handler imported
     code = (

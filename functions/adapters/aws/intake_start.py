@@ -9,15 +9,16 @@ and the ledger skips what either started before.
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.ledger import IntakeLedger
 from functions.adapters.aws.s3_events import IntakeObject, product_location, skip_reason
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.ingest import IngestSettings
 from schemas import ExecutionInput
 
 logger = Logger(service="intake")
 metrics = Metrics(namespace="CatalogImages", service="intake")
-SETTINGS = settings.IngestSettings
+SETTINGS = IngestSettings
 
 
 def execution_input(obj: IntakeObject, intake_prefix: str) -> ExecutionInput:
@@ -38,7 +39,7 @@ def execution_input(obj: IntakeObject, intake_prefix: str) -> ExecutionInput:
 
 def start_once(obj: IntakeObject) -> str:
     """Start the execution for this object version unless one was started; returns dropped | duplicate | started."""
-    config = settings.load(SETTINGS)
+    config = load(SETTINGS)
     reason = skip_reason(obj, config.intake_prefix)
     if reason is not None:
         logger.info("dropped", extra={"key": obj.key, "reason": reason})

@@ -9,10 +9,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from functions.adapters.aws import settings
 from functions.adapters.aws.clients import client
 from functions.adapters.aws.review_store import DynamoDBReviewStore
 from functions.adapters.aws.s3_storage import s3_location
+from functions.adapters.aws.settings import load
+from functions.adapters.aws.settings.review import ReviewSettings
 from functions.adapters.aws.step_functions import StepFunctionsResumer
 from functions.review.service import ReviewService
 from functions.review.signing import IMAGE_KINDS, ImageParams, LinkParams, SigningKeys, load_secrets_manager_keys
@@ -25,15 +26,15 @@ if TYPE_CHECKING:  # the page module itself only where a page is served (review_
 __all__ = ["IMAGE_KINDS", "image_location", "image_route", "presigned_image_urls", "review_link", "review_service"]
 
 
-def base_path(config: settings.ReviewSettings) -> str:
+def base_path(config: ReviewSettings) -> str:
     return urlsplit(config.review_base_url).path.rstrip("/")
 
 
-def review_link(config: settings.ReviewSettings, params: LinkParams) -> str:
+def review_link(config: ReviewSettings, params: LinkParams) -> str:
     return f"{config.review_base_url.rstrip('/')}/review/{params.review_id}?{params.query()}"
 
 
-def image_route(config: settings.ReviewSettings, image: ImageParams) -> str:
+def image_route(config: ReviewSettings, image: ImageParams) -> str:
     """A long-lived route for emails: it redirects to a fresh 5-minute presigned URL when opened. It carries an
     image-only capability for this one image, so whoever fetches it (a mail proxy) cannot open the page or decide."""
     base = config.review_base_url.rstrip("/")
@@ -48,7 +49,7 @@ KEYS_MAX_AGE_SECONDS = 300.0
 
 @lru_cache(maxsize=1)
 def _review_service() -> tuple[ReviewService, list[float]]:
-    config = settings.load(settings.ReviewSettings)
+    config = load(ReviewSettings)
     keys = load_secrets_manager_keys(client("secretsmanager"), config.review_keys_secret_id)
     store = DynamoDBReviewStore(client("dynamodb"), config.review_table_name)
     service = ReviewService(store, keys, StepFunctionsResumer(client("stepfunctions")), batches=store)
@@ -58,7 +59,7 @@ def _review_service() -> tuple[ReviewService, list[float]]:
 def review_service() -> ReviewService:
     service, loaded_at = _review_service()
     if time.monotonic() - loaded_at[0] >= KEYS_MAX_AGE_SECONDS:
-        config = settings.load(settings.ReviewSettings)
+        config = load(ReviewSettings)
         service.keys = load_secrets_manager_keys(client("secretsmanager"), config.review_keys_secret_id)
         loaded_at[0] = time.monotonic()
     return service
@@ -71,14 +72,14 @@ def keyless_review_service() -> ReviewService:
     `create` returns a link signed with a throwaway in-memory key that nothing verifies; the caller discards it (the
     digest signs the real link). Anything that opens, decides or emails uses `review_service()` instead.
     """
-    config = settings.load(settings.ReviewSettings)
+    config = load(ReviewSettings)
     store = DynamoDBReviewStore(client("dynamodb"), config.review_table_name)
     return ReviewService(store, SigningKeys.generate("unused"), StepFunctionsResumer(client("stepfunctions")))
 
 
 def reset() -> None:
     """Forget cached settings, clients and keys (tests; a rotated key is also picked up by a new environment)."""
-    settings.load.cache_clear()
+    load.cache_clear()
     client.cache_clear()
     _review_service.cache_clear()
     keyless_review_service.cache_clear()

@@ -21,6 +21,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from functions.adapters.aws import settings as aws_settings
+from functions.adapters.aws.settings.gpu_jobs import GpuJobSettings
+from functions.adapters.aws.settings.ingest import IngestSettings
+from functions.adapters.aws.settings.prepare import PrepareSettings
+from functions.adapters.aws.settings.publish import PublishSettings
+from functions.adapters.aws.settings.review import ReviewSettings
 from functions.errors import ConfigurationError
 from functions.local.aws_sim import sandbox
 from functions.local.aws_sim.deployment import deploy
@@ -123,13 +128,7 @@ def run_on_aws_sim(
         os.environ.update(deployment.environment | run_overrides(settings, review_options, review_url))
         intake, prepare, publish, gpu, review = (
             aws_settings.load(kind)
-            for kind in (
-                aws_settings.IngestSettings,
-                aws_settings.PrepareSettings,
-                aws_settings.PublishSettings,
-                aws_settings.GpuJobSettings,
-                aws_settings.ReviewSettings,
-            )
+            for kind in (IngestSettings, PrepareSettings, PublishSettings, GpuJobSettings, ReviewSettings)
         )
         cleanup.enter_context(sandbox.lambda_logs(out_dir / SIM_STATE_DIR / "lambda.log", functions.modules()))
         job_buckets = (gpu.work_bucket, bucket_and_prefix(prepare.brands_uri)[0])
