@@ -19,6 +19,7 @@ from functions.errors import BackgroundRemovalError
 from functions.stages.background.base import BackgroundResult
 
 _ALPHA_OPAQUE = 128  # RGBA pixels below this alpha are background whatever their colour
+_MIN_RING_WEIGHT = 0.02  # a local colour is known where its ring's Gaussian weight nearby is above this
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,32 @@ class BackdropKeyerSettings:
     feather_px: float = 1.0  # sigma (full-size px) of the blur that softens the final edge
     full_confidence_de: float = 25.0  # contrast across the edge that earns confidence 1
     low_confidence_de: float = 10.0  # below this contrast across the edge the cutout is flagged for a look
+
+
+@dataclass(frozen=True)
+class _EdgeColours:
+    """Local colours just inside (the product's) and just outside (the backdrop's) the product's edge.
+
+    Held as Gaussian-weighted sums (colour x weight, weight) over the box `top`, `left` + shape around the edge band;
+    a mean is divided out only at the pixels read."""
+
+    top: int
+    left: int
+    product_sums: np.ndarray
+    backdrop_sums: np.ndarray
+
+    def at(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Product and backdrop colours (N x 3) at working-grid pixels inside the box, and whether both are known
+        (enough of their ring is near)."""
+        index = (ys - self.top) * self.product_sums.shape[1] + (xs - self.left)
+        product = self.product_sums.reshape(-1, 4)[index]
+        backdrop = self.backdrop_sums.reshape(-1, 4)[index]
+        known = (product[:, 3] > _MIN_RING_WEIGHT) & (backdrop[:, 3] > _MIN_RING_WEIGHT)
+        return (
+            product[:, :3] / np.maximum(product[:, 3:], 1e-6),
+            backdrop[:, :3] / np.maximum(backdrop[:, 3:], 1e-6),
+            known,
+        )
 
 
 class BackdropKeyer:
@@ -100,7 +127,7 @@ class BackdropKeyer:
         distance = _delta_e(channels, first_guess)
         plain_border = border & opaque & (distance < s.backdrop_tolerance_de)
         edges = self._edges(channels, plain_border)
-        background = self._background(channels, first_guess, distance, opaque, edges)
+        background = self._background(channels, first_guess, distance, opaque, edges, rough=True)
         clear = background & (distance < s.backdrop_tolerance_de) & opaque
         if np.count_nonzero(clear) > 1000:
             coef, _ = _fit_backdrop(lab, clear, degree=3, tolerance=s.backdrop_tolerance_de)
@@ -122,13 +149,12 @@ class BackdropKeyer:
         band = cv2.dilate(product_u8, _disc(s.band_px)) != cv2.erode(product_u8, _disc(s.band_px))
         inner = _ring(product_u8, inside=True)
         outer = _ring(product_u8, inside=False) & opaque
-        product_rgb, product_ok = _local_mean(work_rgb, inner, band)
-        backdrop_rgb, backdrop_ok = _local_mean(work_rgb, outer, band)
+        colours = _edge_colours(work_rgb, inner, outer, band)
         edge = (product_u8 > 0) & ~cv2.erode(product_u8, _disc(1)).astype(bool)
-        contrast = _edge_contrast(product_rgb, backdrop_rgb, edge & product_ok & backdrop_ok)
+        contrast = _edge_contrast(colours, edge)
 
         # 7. Full-size mask: upsample, re-estimate the edge band from full-size pixels, feather.
-        mask = self._full_size_mask(rgb, product_u8, band, product_rgb, product_ok, backdrop_rgb, backdrop_ok, scale)
+        mask = self._full_size_mask(rgb, product_u8, band, colours, scale)
         if alpha is not None:
             mask[alpha < _ALPHA_OPAQUE] = 0
 
@@ -179,10 +205,12 @@ class BackdropKeyer:
         distance: np.ndarray,
         opaque: np.ndarray,
         edges: np.ndarray,
+        rough: bool = False,
     ) -> np.ndarray:
         """Pixels like the backdrop (or a shadow on it), connected to the frame without crossing an edge.
 
-        `lab` and `backdrop_lab` are L*, a*, b* planes; `distance` is the ΔE between them.
+        `lab` and `backdrop_lab` are L*, a*, b* planes; `distance` is the ΔE between them. `rough`: only the bulk
+        of the backdrop, for refitting it: thin moats along the product are not won back.
         """
         s = self.settings
         lightness, red_green, yellow_blue = lab
@@ -205,6 +233,8 @@ class BackdropKeyer:
         plain = ((distance < s.backdrop_tolerance_de) | ~opaque).astype(np.uint8)
         for _ in range(3):
             background = (cv2.dilate(background.astype(np.uint8), _disc(1)) & plain).astype(bool) | background
+        if rough:
+            return background
         # Block noise around a strong edge can fence in a moat of pixels that are exactly the backdrop's colour.
         # Thin moats that touch the background go back to it; a thick region of that colour is product (a
         # white garment's lit front), so it stays.
@@ -241,10 +271,7 @@ class BackdropKeyer:
         rgb: np.ndarray,
         product_u8: np.ndarray,
         band: np.ndarray,
-        product_rgb: np.ndarray,
-        product_ok: np.ndarray,
-        backdrop_rgb: np.ndarray,
-        backdrop_ok: np.ndarray,
+        colours: _EdgeColours,
         scale: float,
     ) -> np.ndarray:
         """Upsampled rough mask whose edge `band` (working grid) is re-estimated per full-size pixel, then feathered."""
@@ -259,9 +286,8 @@ class BackdropKeyer:
         ys, xs = np.divmod(flat_index, width)
         small_h, small_w = product_u8.shape
         # Where each full-size pixel falls on the working grid.
-        small_index = np.minimum(((ys + 0.5) * scale).astype(np.intp), small_h - 1) * small_w + np.minimum(
-            ((xs + 0.5) * scale).astype(np.intp), small_w - 1
-        )
+        small_ys = np.minimum(((ys + 0.5) * scale).astype(np.intp), small_h - 1)
+        small_xs = np.minimum(((xs + 0.5) * scale).astype(np.intp), small_w - 1)
         # Each band pixel as a mix of the local product and backdrop colours (a one-pixel matting estimate);
         # a 3x3 mean keeps sensor noise out of it. Only the band's box is filtered: on a 24 MP photo the rest
         # of the frame is most of the work.
@@ -269,16 +295,11 @@ class BackdropKeyer:
             return cv2.GaussianBlur(mask, (0, 0), s.feather_px) if s.feather_px > 0 else mask
         top, bottom, left, right = _box_around(ys, xs, margin=1, shape=(height, width))
         colour = cv2.blur(rgb[top:bottom, left:right], (3, 3))[ys - top, xs - left].astype(np.float32)
-        fore = product_rgb.reshape(-1, 3)[small_index]
-        back = backdrop_rgb.reshape(-1, 3)[small_index]
+        fore, back, known = colours.at(small_ys, small_xs)
         span = fore - back
         power = np.einsum("nc,nc->n", span, span)
         share = np.einsum("nc,nc->n", colour - back, span) / np.maximum(power, 1e-6)
-        usable = (
-            (power > s.matting_min_contrast**2)
-            & product_ok.reshape(-1)[small_index]
-            & backdrop_ok.reshape(-1)[small_index]
-        )
+        usable = (power > s.matting_min_contrast**2) & known
         mask.reshape(-1)[flat_index[usable]] = np.round(np.clip(share[usable], 0.0, 1.0) * 255).astype(np.uint8)
         if s.feather_px > 0:
             # Outside the band the mask is flat (0 or 255), which a blur leaves as it is: blur the band's box only.
@@ -353,7 +374,7 @@ def _fit_backdrop(lab: np.ndarray, sample: np.ndarray, degree: int, tolerance: f
     """
     height, width = lab.shape[:2]
     flat_index = np.flatnonzero(sample)
-    flat_index = flat_index[:: max(1, len(flat_index) // 40_000)]
+    flat_index = flat_index[:: max(1, len(flat_index) // 5_000)]
     ys, xs = np.divmod(flat_index, width)
     values = lab.reshape(-1, 3)[flat_index].astype(np.float64)
     design = _design(xs * (2.0 / max(width - 1, 1)) - 1, ys * (2.0 / max(height - 1, 1)) - 1, degree)
@@ -419,8 +440,7 @@ def _delta_e(lab: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> np.ndarr
     """CIE76 ΔE between two images given as L*, a*, b* planes."""
     squared = np.zeros(lab[0].shape, np.float32)
     for mine, theirs in zip(lab, other, strict=True):
-        difference = mine - theirs
-        squared += difference * difference
+        cv2.accumulateSquare(cv2.subtract(mine, theirs), squared)  # squared += difference², with no temporary
     return np.sqrt(squared)
 
 
@@ -429,8 +449,7 @@ def _colour_gradient(lab: Sequence[np.ndarray]) -> np.ndarray:
     squared = np.zeros(lab[0].shape, np.float32)
     for plane in lab:
         for dx, dy in ((1, 0), (0, 1)):
-            step = cv2.Sobel(plane, cv2.CV_32F, dx, dy, ksize=3)
-            squared += step * step
+            cv2.accumulateSquare(cv2.Sobel(plane, cv2.CV_32F, dx, dy, ksize=3), squared)
     return np.sqrt(squared) / 8.0
 
 
@@ -439,8 +458,7 @@ def _local_range(lab: Sequence[np.ndarray], radius: int) -> np.ndarray:
     squared = np.zeros(lab[0].shape, np.float32)
     disc = _disc(radius)
     for plane in lab:
-        spread = cv2.dilate(plane, disc) - cv2.erode(plane, disc)
-        squared += spread * spread
+        cv2.accumulateSquare(cv2.subtract(cv2.dilate(plane, disc), cv2.erode(plane, disc)), squared)
     return np.sqrt(squared)
 
 
@@ -451,43 +469,52 @@ def _ring(mask: np.ndarray, inside: bool) -> np.ndarray:
     return cv2.dilate(mask, _disc(7)).astype(bool) & ~cv2.dilate(mask, _disc(3)).astype(bool)
 
 
-def _local_mean(
-    image: np.ndarray, where: np.ndarray, needed: np.ndarray, sigma: float = 6.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian-weighted mean of `image` over `where`, and where enough of `where` is near; both in the box around
-    the `needed` pixels (elsewhere 0 and False: a downscaled photo's full-size edge also reads working pixels next to
-    the band).
+def _edge_colours(
+    image: np.ndarray, inner: np.ndarray, outer: np.ndarray, band: np.ndarray, sigma: float = 6.0
+) -> _EdgeColours:
+    """Gaussian-weighted colours of `image` over the `inner` and the `outer` ring, in the box around the `band`.
 
-    Only the box around `needed` grown by the kernel's reach is filtered, colour and weight as one four-channel image:
-    each value there comes from the same pixels as a whole-frame blur's.
+    Only that box, grown by the kernel's reach, is filtered: each value there comes from the same pixels as a
+    whole-frame blur's (a downscaled photo's full-size edge also reads working pixels next to the band).
+    """
+    # OpenCV's kernel for float images spans 4 sigma each side (cv2.getGaussianKernel's default size).
+    left, top, box_w, box_h = cv2.boundingRect(band.view(np.uint8))
+    reach = round(4 * sigma) + 1
+    height, width = band.shape
+    top, bottom = max(0, top - reach), min(height, top + box_h + reach)
+    left, right = max(0, left - reach), min(width, left + box_w + reach)
+    box = (slice(top, bottom), slice(left, right))
+    # RGB -> RGBA fills the fourth channel with 1: colour x weight and the weight as one four-channel image.
+    rgba = cv2.cvtColor(image[box], cv2.COLOR_RGB2RGBA)
+    return _EdgeColours(
+        top=top,
+        left=left,
+        product_sums=_weighted_sums(rgba, inner[box], sigma),
+        backdrop_sums=_weighted_sums(rgba, outer[box], sigma),
+    )
+
+
+def _weighted_sums(rgba: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-weighted sums of colour x `where` and of `where` (RGB + weight) around each pixel.
+
+    Filtered at half resolution: they are smooth at this sigma, and the masks made from them stayed within IoU 0.998
+    of a full-resolution filter's, at an eighth of its cost.
     """
     height, width = where.shape
-    mean = np.zeros((height, width, 3), np.float32)
-    ok = np.zeros((height, width), bool)
-    ys, xs = np.nonzero(needed)
-    if ys.size == 0:
-        return mean, ok
-    # OpenCV's kernel for float images spans 4 sigma each side (cv2.getGaussianKernel's default size).
-    top, bottom, left, right = _box_around(ys, xs, margin=round(4 * sigma) + 1, shape=(height, width))
-    # colour x weight and the weight as one four-channel image: `where` is 0 or 1, so the colour where it holds and 0
-    # elsewhere (RGB -> RGBA fills the fourth channel with 1).
-    planes = np.zeros((bottom - top, right - left, 4), np.float32)
-    cv2.copyTo(
-        cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_RGB2RGBA),
-        where[top:bottom, left:right].view(np.uint8),
-        planes,
-    )
-    blurred = cv2.GaussianBlur(planes, (0, 0), sigma)
-    near_weight = blurred[..., 3]
-    mean[top:bottom, left:right] = blurred[..., :3] / np.maximum(near_weight, 1e-6)[..., np.newaxis]
-    ok[top:bottom, left:right] = near_weight > 0.02
-    return mean, ok
+    # `where` is 0 or 1: the colour (and weight 1) where it holds, and 0 elsewhere.
+    planes = np.zeros((height, width, 4), np.float32)
+    cv2.copyTo(rgba, where.view(np.uint8), planes)
+    if min(height, width) < 8 * sigma:
+        return cv2.GaussianBlur(planes, (0, 0), sigma)
+    half = cv2.resize(planes, ((width + 1) // 2, (height + 1) // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(half, (0, 0), sigma / 2), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def _edge_contrast(product_rgb: np.ndarray, backdrop_rgb: np.ndarray, edge: np.ndarray) -> float:
+def _edge_contrast(colours: _EdgeColours, edge: np.ndarray) -> float:
     """ΔE between the colours just inside and just outside the edge; the low quartile, as weak spots matter."""
-    if not edge.any():
+    inside, outside, known = colours.at(*np.nonzero(edge))
+    if not known.any():
         return 0.0
-    inside = cv2.cvtColor(product_rgb[edge][np.newaxis] / 255.0, cv2.COLOR_RGB2Lab)[0]
-    outside = cv2.cvtColor(backdrop_rgb[edge][np.newaxis] / 255.0, cv2.COLOR_RGB2Lab)[0]
-    return float(np.percentile(np.linalg.norm(inside - outside, axis=1), 25))
+    inside_lab = cv2.cvtColor(inside[known][np.newaxis] / 255.0, cv2.COLOR_RGB2Lab)[0]
+    outside_lab = cv2.cvtColor(outside[known][np.newaxis] / 255.0, cv2.COLOR_RGB2Lab)[0]
+    return float(np.percentile(np.linalg.norm(inside_lab - outside_lab, axis=1), 25))
