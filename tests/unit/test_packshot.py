@@ -15,6 +15,7 @@ from functions.stages.packshot import (
     Packshot,
     PackshotPreset,
     PackshotSettings,
+    _over_background,
     _premultiplied_cutout,
     compose_packshot,
     quality_checks,
@@ -501,3 +502,21 @@ def test_the_packshots_premultiplied_product_is_the_cutouts_colours_times_its_al
     expected = make_cutout(photo, cleared).convert("RGBa")
     assert premultiplied.mode == "RGBa"
     assert np.array_equal(np.asarray(premultiplied), np.asarray(expected))
+
+
+@pytest.mark.parametrize("shade", [255, 200, 0])
+def test_one_backdrop_value_composites_as_a_full_backdrop_of_it_would(shade):
+    # Given premultiplied pixels, with some colours above their alpha (a resampling's overshoot)
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (50, 70, 4), dtype=np.uint8)
+    overshoot = pixels[..., :3] > pixels[..., 3:]
+
+    # When they are composited over one backdrop value, and over a full-size backdrop of that value
+    over_one = _over_background(pixels, np.full((1, 1, 1), shade, np.uint8))
+    over_full = _over_background(pixels, np.full((50, 70, 1), shade, np.uint8))
+
+    # Then both give the same pixels: colour + round((255 - alpha) * shade / 255), saturated at 255
+    expected = pixels[..., :3] + np.round((255 - pixels[..., 3:].astype(int)) * shade / 255)
+    assert overshoot.any()
+    assert np.array_equal(over_one, over_full)
+    assert np.array_equal(over_one, np.minimum(expected, 255).astype(np.uint8))
