@@ -178,7 +178,7 @@ def _over_background(premultiplied: np.ndarray, background: np.ndarray) -> np.nd
     see_through = cv2.bitwise_not(cv2.extractChannel(premultiplied, 3))
     if background.shape[:2] == (1, 1):
         # One value for all: a scalar product, with no full-size copy of it (white is half the time of a packshot)
-        under = cv2.multiply(see_through, (float(background[0, 0, 0]), 0.0, 0.0, 0.0), scale=1 / 255)
+        under = cv2.convertScaleAbs(see_through, alpha=float(background[0, 0, 0]) / 255)
     else:
         under = cv2.multiply(see_through, np.ascontiguousarray(background[..., 0]), scale=1 / 255)
     return np.asarray(cv2.add(colour, cv2.cvtColor(under, cv2.COLOR_GRAY2RGB)))
@@ -271,7 +271,7 @@ def compose_packshot(
         max(1, min(settings.product_side, round(source_w * scale))),
         max(1, min(settings.product_side, round(source_h * scale))),
     )
-    premultiplied = _scaled(premultiplied, target)
+    product = _scaled(premultiplied, target)  # RGBa pixels
 
     # 4. centre it
     left, top = (settings.size - target[0]) // 2, (settings.size - target[1]) // 2
@@ -280,27 +280,26 @@ def compose_packshot(
 
     # 5. composite for the preset
     if settings.preset is PackshotPreset.TRANSPARENT:
-        straight = np.asarray(premultiplied.convert("RGBA")).copy()
+        straight = np.asarray(Image.frombuffer("RGBa", target, product, "raw", "RGBa", 0, 1).convert("RGBA")).copy()
         straight[straight[..., 3] == 0] = 0  # one colour under full transparency: reproducible bytes
         canvas = Image.new("RGBA", canvas_size, (0, 0, 0, 0))
         canvas.paste(Image.fromarray(straight, "RGBA"), (left, top))
         return Packshot(image=canvas, placement=placement, scale=scale)
 
     if settings.preset is PackshotPreset.SHADOW:
-        product = np.asarray(premultiplied)
         shadow = _contact_shadow(product[..., 3], placement, settings.size)
         canvas = Image.merge("RGB", (shadow, shadow, shadow))
         under_product = np.asarray(shadow.crop((placement.left, placement.top, placement.right, placement.bottom)))
         composited = Image.fromarray(_over_background(product, under_product[..., np.newaxis]), "RGB")
     else:
         canvas = Image.new("RGB", canvas_size, _WHITE)
-        composited = Image.fromarray(_over_background(np.asarray(premultiplied), _WHITE_PIXEL), "RGB")
+        composited = Image.fromarray(_over_background(product, _WHITE_PIXEL), "RGB")
     canvas.paste(composited, (left, top))
     return Packshot(image=canvas, placement=placement, scale=scale)
 
 
-def _scaled(premultiplied: Image.Image, target: tuple[int, int]) -> Image.Image:
-    """The RGBa product at `target` size: Lanczos to shrink, bicubic to enlarge.
+def _scaled(premultiplied: Image.Image, target: tuple[int, int]) -> np.ndarray:
+    """The RGBa product's pixels at `target` size: Lanczos to shrink, bicubic to enlarge.
 
     Shrinking needs Lanczos' antialiasing (reducing_gap: a box pre-reduction on big downscales, the same look,
     several times faster). Enlarging has nothing to antialias, and OpenCV's bicubic is within a grey level or two of
@@ -308,9 +307,8 @@ def _scaled(premultiplied: Image.Image, target: tuple[int, int]) -> Image.Image:
     600x800 photo is mostly enlargement.
     """
     if target[0] <= premultiplied.width and target[1] <= premultiplied.height:
-        return premultiplied.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    pixels = cv2.resize(np.asarray(premultiplied), target, interpolation=cv2.INTER_CUBIC)
-    return Image.frombuffer("RGBa", target, pixels, "raw", "RGBa", 0, 1)
+        return np.asarray(premultiplied.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0))
+    return np.asarray(cv2.resize(np.asarray(premultiplied), target, interpolation=cv2.INTER_CUBIC))
 
 
 def _premultiplied_cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
