@@ -246,10 +246,11 @@ class BackdropKeyer:
             depth = cv2.distanceTransform(exact.astype(np.uint8), cv2.DIST_L2, 3)
             np.maximum.at(thickness, labels[exact], depth[exact])  # label 0 (not exact colour) is never read
             touching = np.zeros(count, bool)
-            touching[labels[cv2.dilate(background.astype(np.uint8), _disc(1)).astype(bool)]] = True
+            touching[labels[cv2.dilate(background.astype(np.uint8), _disc(1)).astype(bool) & exact]] = True
             moat = touching & (thickness <= s.max_moat_px)
             moat[0] = False
-            background |= moat[labels]
+            if moat.any():  # a full-frame lookup, so only when there is a moat to add
+                background |= moat[labels]
         return background
 
     def _clean(self, product: np.ndarray) -> np.ndarray:
@@ -260,9 +261,11 @@ class BackdropKeyer:
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count > 1:
             areas = stats[1:, cv2.CC_STAT_AREA]
-            kept = np.zeros(count, np.uint8)
-            kept[np.flatnonzero(areas >= self.settings.min_component_share * areas.max()) + 1] = 1
-            mask = kept[labels]
+            large = areas >= self.settings.min_component_share * areas.max()
+            if not large.all():  # a full-frame lookup, so only when there are specks to drop
+                kept = np.zeros(count, np.uint8)
+                kept[np.flatnonzero(large) + 1] = 1
+                mask = kept[labels]
         # Holes that do not reach the frame are inside the product (a print, a button, a fold's shadow).
         return ~_touching_border(mask == 0)
 
