@@ -191,7 +191,8 @@ def main() -> int:
     codes = {FLOOR_CODE: timed_code(FLOOR_CODE), PYDANTIC_CODE: timed_code(PYDANTIC_CODE, PYDANTIC_FIRST_REQUEST)}
     codes |= {module: timed_code(f"import {module}", first_request_code(module)) for module in modules}
 
-    # 2. Warm the bytecode caches once so every measured run reads .pyc files, as a Lambda image does.
+    # 2. Warm the bytecode caches once so every measured run reads .pyc files, as a Lambda image does (its Dockerfile
+    #    compiles our packages: the task root is read-only, so nothing is cached at run time).
     for module in modules:
         subprocess.run(
             [sys.executable, "-c", codes[module]],

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "rembg", "onnxruntime")
@@ -65,3 +67,15 @@ def test_installs_come_from_the_lock():
     ):
         assert f"requirements/{pins}" in (REPO_ROOT / dockerfile).read_text()
         assert (REPO_ROOT / "requirements" / pins).is_file()
+
+
+@pytest.mark.parametrize("dockerfile", ["functions/Dockerfile.lambda", "functions/Dockerfile.prepare"])
+def test_lambda_images_ship_our_code_as_bytecode(dockerfile):
+    # Given a Lambda image's Dockerfile (its task root is read-only at run time: Python cannot cache bytecode there)
+    lines = (REPO_ROOT / dockerfile).read_text().splitlines()
+    copied = max(index for index, line in enumerate(lines) if line.startswith("COPY") and "functions" in line)
+    compiled = [index for index, line in enumerate(lines) if "python -m compileall" in line]
+
+    # Then it compiles our packages after copying them in, so no cold start compiles them again
+    assert compiled and compiled[0] > copied
+    assert "schemas" in lines[compiled[0]] and "functions" in lines[compiled[0]]
