@@ -19,6 +19,10 @@ from functions.errors import BackgroundRemovalError
 from functions.stages.background.base import BackgroundResult
 
 _ALPHA_OPAQUE = 128  # RGBA pixels below this alpha are background whatever their colour
+# Working px kept around the edges and what is not plain backdrop: more than the reach of the filters that key the
+# box (the opening 2, the win-back 3, the moat's contact 1, the clean-up's closing 2 and opening 1).
+_KEYING_MARGIN_PX = 16
+_KEYING_BOX_MAX_SHARE = 0.8  # a box this much of the frame is keyed as the whole frame
 _MIN_RING_WEIGHT = 0.02  # a local colour is known where its ring's Gaussian weight nearby is above this
 
 
@@ -121,21 +125,29 @@ class BackdropKeyer:
             )
 
         # 4. Rough mask, then refit the backdrop on everything found to be backdrop (the border alone cannot see
-        #    a vignette's centre) and key again.
+        #    a vignette's centre) and key again. Only the box around the edges and what is not plain backdrop is
+        #    keyed: outside it every pixel is plain backdrop, connected to the frame, so background (_keying_box).
         channels = _planes(lab)  # contiguous planes: numpy is several times slower on strided channels
         first_guess = _evaluate(coef, lab.shape[:2])
         distance = _delta_e(channels, first_guess)
-        plain_border = border & opaque & (distance < s.backdrop_tolerance_de)
-        edges = self._edges(channels, plain_border)
-        background = self._background(channels, first_guess, distance, opaque, edges, rough=True)
-        clear = background & (distance < s.backdrop_tolerance_de) & opaque
+        plain = distance < s.backdrop_tolerance_de
+        plain_border = border & opaque & plain
+        all_edges = self._edges(channels, plain_border)
+        box = _keying_box((opaque & ~plain) | all_edges, margin=_KEYING_MARGIN_PX)
+        inside, edges = [plane[box] for plane in channels], all_edges[box]
+        background = self._background(
+            inside, [plane[box] for plane in first_guess], distance[box], opaque[box], edges, rough=True
+        )
+        clear = plain & opaque
+        clear[box] &= background
         if np.count_nonzero(clear) > 1000:
             coef, _ = _fit_backdrop(lab, clear, degree=3, tolerance=s.backdrop_tolerance_de)
-        backdrop_lab = _evaluate(coef, lab.shape[:2])
-        background = self._background(channels, backdrop_lab, _delta_e(channels, backdrop_lab), opaque, edges)
+        backdrop_lab = _evaluate(coef, lab.shape[:2], box)
+        background = self._background(inside, backdrop_lab, _delta_e(inside, backdrop_lab), opaque[box], edges)
 
         # 5. Clean: drop specks and thin spurs, close pinholes, fill holes that do not reach the frame.
-        product = self._clean(~background)
+        product = np.zeros(lab.shape[:2], bool)
+        product[box] = self._clean(~background)
         if np.count_nonzero(product) < s.min_product_share * product.size:
             raise BackgroundRemovalError(
                 "no_product_found",
@@ -400,23 +412,45 @@ def _squared_residual(design: np.ndarray, coef: np.ndarray, values: np.ndarray) 
     return np.einsum("nc,nc->n", residual, residual)
 
 
-def _evaluate(coef: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
-    """The fitted backdrop colour at every pixel, as L*, a*, b* planes: per channel, (powers of y) @ (per-column
-    weights of each power of y).
+def _evaluate(
+    coef: np.ndarray, shape: tuple[int, int], box: tuple[slice, slice] = (slice(None), slice(None))
+) -> list[np.ndarray]:
+    """The fitted backdrop colour at every pixel of the frame's `box` (all of it by default), as L*, a*, b* planes:
+    per channel, (powers of y) @ (per-column weights of each power of y).
 
     The polynomial is a sum of x^i y^j, so it is one small matrix product per channel rather than a full-size pass
     per term, and each product is already a contiguous plane.
     """
     height, width = shape
     degree = round((math.sqrt(8 * coef.shape[0] + 1) - 3) / 2)
-    x_powers = np.linspace(-1, 1, width, dtype=np.float32)[:, np.newaxis] ** np.arange(degree + 1, dtype=np.float32)
-    y_powers = np.linspace(-1, 1, height, dtype=np.float32)[:, np.newaxis] ** np.arange(degree + 1, dtype=np.float32)
+    rows, columns_kept = box
+    powers = np.arange(degree + 1, dtype=np.float32)
+    x_powers = np.linspace(-1, 1, width, dtype=np.float32)[columns_kept, np.newaxis] ** powers
+    y_powers = np.linspace(-1, 1, height, dtype=np.float32)[rows, np.newaxis] ** powers
     grid = np.zeros((degree + 1, degree + 1, 3), np.float32)  # [j, i] holds the weights of x^i y^j
     terms = [(i, j) for total in range(degree + 1) for j in range(total + 1) for i in [total - j]]
     for (i, j), weights in zip(terms, coef.astype(np.float32), strict=True):
         grid[j, i] = weights
     columns = np.einsum("jic,wi->cjw", grid, x_powers)  # per channel: [j, w] the weight of y^j at column w
     return [_matmul(y_powers, np.ascontiguousarray(columns[channel])) for channel in range(3)]
+
+
+def _keying_box(keyed: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Rows and columns of the box around the `keyed` pixels (edges and what is not plain backdrop) grown by
+    `margin`. Outside it every pixel is plain backdrop (or transparent) with no edge between it and the frame's edge,
+    so background whatever is inside; the box's own edge is such backdrop too.
+
+    The filters that key the box reach less than `margin`, so inside it they give what they would give on the whole
+    frame, and what connects to the frame connects to the box's edge: the same mask. A box of most of the frame is
+    the whole frame.
+    """
+    height, width = keyed.shape
+    left, top, box_w, box_h = cv2.boundingRect(keyed.view(np.uint8))
+    top, bottom = max(0, top - margin), min(height, top + box_h + margin)
+    left, right = max(0, left - margin), min(width, left + box_w + margin)
+    if box_w == 0 or (bottom - top) * (right - left) > _KEYING_BOX_MAX_SHARE * height * width:
+        return slice(0, height), slice(0, width)
+    return slice(top, bottom), slice(left, right)
 
 
 def _matmul(first: np.ndarray, second: np.ndarray, transpose_first: bool = False) -> np.ndarray:
