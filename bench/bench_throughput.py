@@ -13,11 +13,15 @@ photos and for the real samples in ../shared/samples when present); the per-phot
 per photo (steadier than wall time when other work shares the machine); and the new path's peak
 RSS at two batch sizes, to show memory stays flat. Prints figures; asserts nothing.
 
+The batch (--batch): `mixed`, synthetic renders plus the real samples as they are (768x1024); `synthetic`, the renders
+only; `samples`, the real samples resized to 600x800, in turn (real photos at the size the goal names). The baseline
+runs twice, before and after the new path, and its figures are the mean of the two.
+
 With --memory-sizes (e.g. 50,1000,10000) it measures only the runner's memory, on batches of small photos (120x160,
 256 px packshots, so that 10,000 photos take minutes): the runner's peak RSS after a first run and after a re-run
 where every photo is reused, each size in a fresh process.
 
-    .venv/bin/python bench/bench_throughput.py [--photos 50] [--rss-photos 200] [--workers 2]
+    .venv/bin/python bench/bench_throughput.py [--photos 50] [--batch mixed] [--rss-photos 200] [--workers 2]
     .venv/bin/python bench/bench_throughput.py --memory-sizes 50,1000,10000
 """
 
@@ -114,9 +118,22 @@ def write_photos(folder: Path, count: int, with_samples: bool, size: tuple[int, 
             shutil.copyfile(sample, folder / "SAMPLES" / sample.name)
 
 
+def write_sample_photos(folder: Path, count: int, size: tuple[int, int] = (600, 800)) -> None:
+    """`count` JPEGs made from the real samples, resized to `size` (a SKU folder each, the samples in turn)."""
+    from PIL import Image
+
+    samples = sorted(SAMPLES.glob("*.jpg"))
+    for index in range(count):
+        sku = folder / f"SAMPLES-{index:05d}"
+        sku.mkdir(parents=True)
+        with Image.open(samples[index % len(samples)]) as sample:
+            photo = sample.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        photo.save(sku / "front.jpg", "JPEG", quality=92)
+
+
 def copy_batch(pool: Path, folder: Path, count: int) -> None:
-    """A batch of `count` photos made of copies of the pool's synthetic photos (for the memory check)."""
-    sources = sorted(pool.glob("SKU-*/front.jpg"))
+    """A batch of `count` photos made of copies of the pool's SKU photos (for the memory check)."""
+    sources = sorted(pool.glob("*/front.jpg"))
     for index in range(count):
         (folder / f"SKU-{index:05d}").mkdir(parents=True)
         shutil.copyfile(sources[index % len(sources)], folder / f"SKU-{index:05d}" / "front.jpg")
@@ -166,13 +183,20 @@ def mask_ious(baseline_out: Path, new_out: Path) -> dict[str, list[float]]:
         a = np.asarray(Image.open(baseline_out / entry.outputs["mask"])) > 127
         b = np.asarray(Image.open(new_out / other.outputs["mask"])) > 127
         iou = float((a & b).sum() / max(1, (a | b).sum()))
-        groups["samples" if source.startswith("SAMPLES/") else "synthetic"].append(iou)
+        groups["samples" if source.startswith("SAMPLES") else "synthetic"].append(iou)
     return groups
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=50, help="synthetic photos in the side-by-side batch")
+    parser.add_argument("--photos", type=int, default=50, help="photos in the side-by-side batch (besides the samples)")
+    parser.add_argument(
+        "--batch",
+        choices=("mixed", "synthetic", "samples"),
+        default="mixed",
+        help="mixed: synthetic photos + the real samples as they are; synthetic: only those; samples: the real "
+        "samples resized to 600x800, in turn",
+    )
     parser.add_argument("--rss-photos", type=int, default=200, help="the larger batch for the memory check")
     parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
     parser.add_argument("--memory-sizes", help="only the runner's memory, at these batch sizes (e.g. 50,1000,10000)")
@@ -189,13 +213,21 @@ def main() -> None:
     if args.memory_sizes:
         memory_only([int(size) for size in args.memory_sizes.split(",")], args.workers)
         return
-    # 1. The input folder: synthetic catalog photos, and the real samples when they are there.
+    # 1. The input folder: synthetic catalog photos and the real samples when they are there, or one of the two.
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     photos = work / "photos"
     with_samples = SAMPLES.is_dir() and any(SAMPLES.glob("*.jpg"))
-    write_photos(photos, args.photos, with_samples)
-    total = args.photos + (len(list(SAMPLES.glob("*.jpg"))) if with_samples else 0)
-    print(f"batch: {args.photos} synthetic 600x800 photos" + (f" + {total - args.photos} real samples" * with_samples))
+    if args.batch == "samples":
+        if not with_samples:
+            raise SystemExit(f"--batch samples needs the real samples in {SAMPLES}")
+        write_sample_photos(photos, args.photos)
+        print(f"batch: {args.photos} real samples resized to 600x800")
+    else:
+        with_samples = with_samples and args.batch == "mixed"
+        write_photos(photos, args.photos, with_samples)
+        total = args.photos + (len(list(SAMPLES.glob("*.jpg"))) if with_samples else 0)
+        samples_too = f" + {total - args.photos} real samples" if with_samples else ""
+        print(f"batch: {args.photos} synthetic 600x800 photos{samples_too}")
     print(f"workers: {args.workers}; each path in a fresh process; python {sys.version.split()[0]}")
 
     # 2. The same batch through both paths (baseline first, then new, then baseline again to even out drift).
@@ -243,8 +275,8 @@ def main() -> None:
     print(
         "\nrunner CPU ms/photo: the runner process's own CPU (discovery, reuse check, hashing, manifest checkpoints,"
         "\nreport), outside the workers' stages; re-run ms/photo: the same batch again, every photo reused."
-        f"\nnew x{args.rss_photos}: copies of the synthetic photos only (no real samples), for memory and the rate at"
-        "\nscale; the baseline ran on the batch above only, so that row has no ratio."
+        f"\nnew x{args.rss_photos}: copies of the batch's 600x800 photos (a mixed batch's samples left out), for memory"
+        "\nand the rate at scale; the baseline ran on the batch above only, so that row has no ratio."
     )
     shutil.rmtree(work, ignore_errors=True)
 
