@@ -445,10 +445,8 @@ def _keying_box(keyed: np.ndarray, margin: int) -> tuple[slice, slice]:
     the whole frame.
     """
     height, width = keyed.shape
-    left, top, box_w, box_h = cv2.boundingRect(keyed.view(np.uint8))
-    top, bottom = max(0, top - margin), min(height, top + box_h + margin)
-    left, right = max(0, left - margin), min(width, left + box_w + margin)
-    if box_w == 0 or (bottom - top) * (right - left) > _KEYING_BOX_MAX_SHARE * height * width:
+    top, bottom, left, right = _mask_box(keyed, margin)
+    if not keyed.any() or (bottom - top) * (right - left) > _KEYING_BOX_MAX_SHARE * height * width:
         return slice(0, height), slice(0, width)
     return slice(top, bottom), slice(left, right)
 
@@ -470,6 +468,19 @@ def _box_around(ys: np.ndarray, xs: np.ndarray, margin: int, shape: tuple[int, i
         min(height, int(ys.max()) + margin + 1),
         max(0, int(xs.min()) - margin),
         min(width, int(xs.max()) + margin + 1),
+    )
+
+
+def _mask_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
+    """top, bottom, left, right (exclusive) of a boolean mask's bounding box grown by `margin`, inside the frame
+    (`_box_around` for a mask, without listing its pixels)."""
+    height, width = mask.shape
+    left, top, box_w, box_h = cv2.boundingRect(mask.view(np.uint8))
+    return (
+        max(0, top - margin),
+        min(height, top + box_h + margin),
+        max(0, left - margin),
+        min(width, left + box_w + margin),
     )
 
 
@@ -515,11 +526,7 @@ def _edge_colours(
     whole-frame blur's (a downscaled photo's full-size edge also reads working pixels next to the band).
     """
     # OpenCV's kernel for float images spans 4 sigma each side (cv2.getGaussianKernel's default size).
-    left, top, box_w, box_h = cv2.boundingRect(band.view(np.uint8))
-    reach = round(4 * sigma) + 1
-    height, width = band.shape
-    top, bottom = max(0, top - reach), min(height, top + box_h + reach)
-    left, right = max(0, left - reach), min(width, left + box_w + reach)
+    top, bottom, left, right = _mask_box(band, margin=round(4 * sigma) + 1)
     box = (slice(top, bottom), slice(left, right))
     # RGB -> RGBA fills the fourth channel with 1: colour x weight and the weight as one four-channel image.
     rgba = cv2.cvtColor(image[box], cv2.COLOR_RGB2RGBA)
