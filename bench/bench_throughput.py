@@ -253,7 +253,7 @@ def main() -> None:
     )
     for name, r in results.items():
         rate = r["photos"] / r["wall_s"]
-        # The larger batch is copies of the synthetic photos only: no ratio against the mixed batch's baseline.
+        # The larger batch is copies of the batch's 600x800 photos only: no ratio against the baseline of the one above.
         comparable = name in ("baseline", "new")
         print(
             f"{name:<12}{r['photos']:>8.0f}{r['wall_s']:>9.1f}{rate:>10.2f}{r['wall_s'] / r['photos']:>9.3f}"
